@@ -1,0 +1,363 @@
+"""The AdaBelief operation graph of spec/algorithm.md, evaluated exactly with error bounds.
+
+Every node returns an :class:`X` whose interval encloses the exact value and whose ``e`` is the
+node's first-order error bound (spec/error-model.md): the propagated part, from the node's true
+partial derivatives and its inputs' bounds, plus the local part, the rounding errors of the
+node's own operations, maximised over the admissible evaluation forms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._arith import FIN, FORMS, NAN, POW_WEIGHT, Evaluator, X
+from ._formats import FLOAT16
+from ._model import CaseInputs
+from ._profiles import Profile, profile_named
+
+__all__ = ["CaseEvaluation", "evaluate_mode", "outputs_of"]
+
+_M_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
+_S_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
+_U_FORM = {"canonical": "eta", "fused": "eta", "step": "lrm", "hat": "hat"}
+
+
+def outputs_of(case: CaseInputs) -> tuple[str, ...]:
+    """Names of the per-element outputs of every step, in order."""
+    return ("w", "m", "s", "w16") if case.dtype_spec.multi_precision else ("w", "m", "s")
+
+
+@dataclass
+class CaseEvaluation:
+    """Per step, per parameter: output name -> list of X. Plus what the evaluation noticed."""
+
+    steps: list[list[dict[str, list[X]]]]
+    overflowed: bool
+    saw_nonfinite: bool
+    implementation_defined: bool
+
+
+@dataclass
+class _Scalars:
+    lr: X
+    eta: X
+    wd: X
+    bc1: X
+    bc2: X
+    rb: X
+
+
+class _Graph:
+    def __init__(self, ev: Evaluator, profile: Profile) -> None:
+        self.ev = ev
+        self.p = profile
+        self.one = X(FIN, ev.iv.mpf(1), ev.zero)
+        self.u16 = ev.pl.ldexp(1, -FLOAT16.precision)
+        self.half_eta16 = ev.pl.ldexp(1, FLOAT16.emin - FLOAT16.precision)
+
+    # ----- per-parameter scalars (spec: effective_learning_rate, bias_corrected_step_size) -----
+    def product(self, a: X, b: X) -> X:
+        ev = self.ev
+        r = ev.mul(a, b)
+        if r.k == FIN:
+            r.e = ev.mag(b) * a.e + ev.mag(a) * b.e + ev.E(r)
+        return r
+
+    def scalars(self, lr: X, lr_mult: X, wd: X, wd_mult: X, b1: X, b2: X, t: int, correct_bias: bool) -> _Scalars:
+        ev, mag = self.ev, self.ev.mag
+        lr_i = self.product(lr, lr_mult)
+        wd_i = self.product(wd, wd_mult)
+        if not correct_bias:
+            return _Scalars(lr_i, lr_i, wd_i, self.one, self.one, self.one)
+        bcs = []
+        for b in (b1, b2):
+            p = ev.pow_int(b, t)
+            if p.k == FIN:
+                p.e = t * mag(b) ** (t - 1) * b.e + ev.E(p, POW_WEIGHT)
+            bc = ev.sub(self.one, p)
+            if bc.k == FIN:
+                bc.e = p.e + ev.E(bc)
+            bcs.append(bc)
+        bc1, bc2 = bcs
+        rb = ev.sqrt(bc2)
+        if rb.k == FIN:
+            rb.e = self.sqrt_prop(rb, bc2) + ev.E(rb)
+        num = ev.mul(lr_i, rb)
+        eta = ev.div(num, bc1)
+        if eta.k == FIN:
+            m_bc1 = mag(bc1)
+            prop = (mag(rb) * lr_i.e + mag(lr_i) * rb.e) / m_bc1 + mag(num) * bc1.e / m_bc1**2
+            loc = max(ev.E(num) / m_bc1, mag(lr_i) * ev.E(ev.div(rb, bc1)))
+            eta.e = prop + loc + ev.E(eta)
+        return _Scalars(lr_i, eta, wd_i, bc1, bc2, rb)
+
+    def sqrt_prop(self, q: X, a: X) -> Any:
+        """|sqrt(a+d) - sqrt(a)| <= min(d / (2 sqrt(a)), sqrt(d)), with d = a.e."""
+        ev = self.ev
+        root = ev.pl.sqrt(a.e)
+        mq = ev.mag(q)
+        return root if mq == 0 else min(a.e / (2 * mq), root)
+
+    # ----- per-element nodes -------------------------------------------------------------
+    def gradient(self, g: X, w: X, rescale: X, sc: _Scalars, clip: X | None) -> X:
+        """spec: effective_gradient."""
+        ev, mag = self.ev, self.ev.mag
+        gs = self.product(rescale, g)
+        wdw = self.product(sc.wd, w)
+        if self.p.weight_decay == "coupled-before-clip":
+            gw = ev.add(gs, wdw)
+            if gw.k == FIN:
+                gw.e = gs.e + wdw.e + ev.E(gw)
+            return self.clip(gw, clip) if clip is not None else gw
+        gc = self.clip(gs, clip) if clip is not None else gs
+        out = ev.add(gc, wdw)
+        if out.k == FIN:
+            out.e = gc.e + wdw.e + ev.E(out)
+        return out
+
+    def clip(self, x: X, c: X) -> X:
+        ev, mag = self.ev, self.ev.mag
+        out = ev.clip(x, c)
+        if out.k != FIN:
+            return out
+        if x.k != FIN:  # an infinite input clamped to +-c: only c's own rounding
+            out.e = c.e
+            return out
+        a, cm = mag(x), mag(c)
+        if a > cm:
+            out.e = c.e + (x.e if a - cm <= x.e else 0)
+        else:
+            out.e = x.e + (c.e if cm - a <= x.e + c.e else 0)
+        return out
+
+    def first_moment(self, b1: X, m: X, g: X) -> X:
+        """spec: first_moment. Forms A: b1*m + (1-b1)*g; B: b1*(m-g) + g."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        results = []
+        for f in ev.forms(_M_FORM):
+            if f == "A":
+                om = ev.sub(self.one, b1)
+                bm, og = ev.mul(b1, m), ev.mul(om, g)
+                r = ev.add(bm, og)
+                loc = mag(g) * E(om) + E(bm) + E(og) + E(r)
+            else:
+                d = ev.sub(m, g)
+                bd = ev.mul(b1, d)
+                r = ev.add(bd, g)
+                loc = mag(b1) * E(d) + E(bd) + E(r)
+            results.append((r, loc))
+        out = results[0][0]
+        if out.k == FIN:
+            om = ev.sub(self.one, b1)
+            prop = mag(b1) * m.e + mag(om) * g.e + mag(ev.sub(m, g)) * b1.e
+            out.e = prop + max(loc for _, loc in results)
+        return out
+
+    def second_moment(self, b2: X, s: X, r2: X, eps: X) -> X:
+        """spec: second_moment. Forms A: b2*s + (1-b2)*r2 + eps; B: b2*(s-r2) + r2 + eps."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        in_state = self.p.epsilon_in_state
+        results = []
+        for f in ev.forms(_S_FORM):
+            if f == "A":
+                ob = ev.sub(self.one, b2)
+                bs, orr = ev.mul(b2, s), ev.mul(ob, r2)
+                part = ev.add(bs, orr)
+                r = ev.add(part, eps) if in_state else part
+                loc = mag(r2) * E(ob) + E(bs) + E(orr) + E(r)
+                if in_state and ev.mode is None:
+                    # Any association of the three-term sum is admissible.
+                    loc += max(E(part), E(ev.add(orr, eps)), E(ev.add(bs, eps)))
+                elif in_state:
+                    loc += E(part)
+            else:
+                d = ev.sub(s, r2)
+                bd = ev.mul(b2, d)
+                q = ev.add(bd, r2)
+                r = ev.add(q, eps) if in_state else q
+                loc = mag(b2) * E(d) + E(bd) + E(q) + (E(r) if in_state else 0)
+            results.append((r, loc))
+        out = results[0][0]
+        if out.k == FIN:
+            ob = ev.sub(self.one, b2)
+            prop = mag(b2) * s.e + mag(ob) * r2.e + mag(ev.sub(s, r2)) * b2.e
+            if in_state:
+                prop += eps.e
+            out.e = prop + max(loc for _, loc in results)
+        return out
+
+    def step_size(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
+        """spec: update_direction: the amount subtracted from w."""
+        if self.p.epsilon_denominator == "after-bias-correction":
+            return self._step_after_bc(sc, m1, s1, eps)
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        q = ev.sqrt(s1)
+        d = ev.add(q, eps)
+        results = []
+        for f in ev.forms(_U_FORM):
+            if f == "eta":
+                ratio = ev.div(m1, d)
+                delta = ev.mul(sc.eta, ratio)
+                loc_f = mag(sc.eta) * E(ratio) + E(delta)
+            elif f == "lrm":
+                em = ev.mul(sc.eta, m1)
+                delta = ev.div(em, d)
+                loc_f = (E(em) / mag(d) if mag(d) else 0) + E(delta)
+            else:  # hat: lr * (m/bc1) / (sqrt(s/bc2) + eps/sqrt(bc2))
+                mh, sh = ev.div(m1, sc.bc1), ev.div(s1, sc.bc2)
+                qh = ev.sqrt(sh)
+                er = ev.div(eps, sc.rb)
+                dd = ev.add(qh, er)
+                rt = ev.div(mh, dd)
+                delta = ev.mul(sc.lr, rt)
+                mdd = mag(dd)
+                if mdd:
+                    k = mag(delta) / mdd
+                    e_sh = E(sh)
+                    mqh = mag(qh)
+                    sh_term = min(e_sh / (2 * mqh), ev.pl.sqrt(e_sh)) if mqh else ev.pl.sqrt(e_sh)
+                    loc_f = (mag(sc.lr) / mdd * E(mh) + k * (sh_term + E(qh) + E(er) + E(dd))
+                             + mag(sc.lr) * E(rt) + E(delta))
+                else:
+                    loc_f = 0
+            results.append((delta, loc_f))
+        out = results[0][0]
+        if out.k == FIN:
+            md = mag(d)
+            if md == 0:
+                out.e = ev.zero
+                return out
+            e_q = self.sqrt_prop(q, s1) if q.k == FIN else 0
+            e_d = e_q + eps.e
+            k = mag(out) / md
+            prop = mag(m1) / md * sc.eta.e + mag(sc.eta) / md * m1.e + k * e_d
+            loc_d = k * (E(q) + E(d))
+            out.e = prop + loc_d + max(loc for _, loc in results)
+        return out
+
+    def _step_after_bc(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
+        """Paper / PyTorch placement: (lr/bc1) * m / (sqrt(s/bc2) + eps). One form."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        a = ev.div(sc.lr, sc.bc1)
+        sh = ev.div(s1, sc.bc2)
+        qh = ev.sqrt(sh)
+        dd = ev.add(qh, eps)
+        rt = ev.div(m1, dd)
+        out = ev.mul(a, rt)
+        if out.k != FIN:
+            return out
+        mbc1, mbc2, mdd = mag(sc.bc1), mag(sc.bc2), mag(dd)
+        if mdd == 0:
+            out.e = ev.zero
+            return out
+        a_e = sc.lr.e / mbc1 + mag(sc.lr) * sc.bc1.e / mbc1**2 + E(a)
+        sh.e = s1.e / mbc2 + mag(s1) * sc.bc2.e / mbc2**2 + E(sh)
+        dd_e = self.sqrt_prop(qh, sh) + E(qh) + eps.e + E(dd)
+        rt_e = m1.e / mdd + mag(m1) * dd_e / mdd**2 + E(rt)
+        out.e = mag(rt) * a_e + mag(a) * rt_e + E(out)
+        return out
+
+    def element(self, sc: _Scalars, hp: dict[str, X], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
+        """spec: adabelief_step for one element."""
+        ev = self.ev
+        gc = self.gradient(g, w, hp["rescale"], sc, clip)
+        m1 = self.first_moment(hp["beta1"], m, gc)
+        r = ev.sub(gc, m1)
+        if r.k == FIN:
+            r.e = gc.e + m1.e + ev.E(r)
+        r2 = ev.mul(r, r)
+        if r2.k == FIN:
+            r2.e = 2 * ev.mag(r) * r.e + ev.E(r2)
+        s1 = self.second_moment(hp["beta2"], s, r2, hp["epsilon"])
+        delta = self.step_size(sc, m1, s1, hp["epsilon"])
+        w1 = ev.sub(w, delta)
+        if w1.k == FIN:
+            w1.e = w.e + delta.e + ev.E(w1)
+        return {"w": w1, "m": m1, "s": s1}
+
+    def w16(self, w1: X) -> X:
+        """The float16 copy of the float32 master weight: one more rounding, in float16."""
+        out = X(w1.k, w1.v, w1.e)
+        if w1.k == FIN:
+            out.e = w1.e + max(self.ev.mag(w1) * self.u16, self.half_eta16)
+        return out
+
+
+def _clip_enabled(c: float | None, profile: Profile) -> tuple[bool, bool]:
+    """(clip is applied, the case is implementation-defined)."""
+    if c is None:
+        return False, False
+    if c > 0:  # NaN compares false: MXNet's kernels test clip >= 0 after a truthiness check
+        return True, False
+    return False, profile.clip_nonpositive == "implementation-defined"
+
+
+def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) -> CaseEvaluation:
+    """Evaluate all steps of a case at interval precision ``prec`` in one mode (see Evaluator)."""
+    profile = profile_named(case.profile)
+    spec = case.dtype_spec
+    ev = Evaluator(prec, spec.compute, mode)
+    graph = _Graph(ev, profile)
+    hp = case.hyperparameters
+    leaves = {
+        "lr": ev.const(hp.learning_rate),
+        "beta1": ev.const(hp.beta1),
+        "beta2": ev.const(hp.beta2),
+        "epsilon": ev.const(hp.epsilon),
+        "wd": ev.const(hp.wd),
+    }
+    clip_on, impl_defined = _clip_enabled(hp.clip_gradient, profile)
+    clip = ev.const(hp.clip_gradient) if clip_on and hp.clip_gradient is not None else None
+    saw_nonfinite = any(x.k != FIN for x in leaves.values())
+    state = []
+    for p in case.params:
+        xs = {n: [ev.const(v) for v in getattr(p, n)] for n in ("w", "m", "s")}
+        for lst in xs.values():
+            for x in lst:
+                x.e = ev.zero  # inputs are values of their format: no rounding
+                saw_nonfinite |= x.k != FIN
+        state.append(xs)
+    t = [p.t for p in case.params]
+    mults = [(ev.const(p.lr_mult), ev.const(p.wd_mult)) for p in case.params]
+    steps: list[list[dict[str, list[X]]]] = []
+    for k, step in enumerate(case.steps):
+        rescale_value = case.rescale_at(k)
+        rescale = ev.const(rescale_value)
+        skip = profile.rescale_skip == "skip-when-zero-or-nonfinite" and (
+            rescale_value == 0 or rescale.k != FIN)
+        out_step = []
+        for i, p in enumerate(case.params):
+            t[i] += 1
+            if skip:
+                new = {n: [X(x.k, x.v, x.e) for x in state[i][n]] for n in ("w", "m", "s")}
+            else:
+                sc = graph.scalars(leaves["lr"], mults[i][0], leaves["wd"], mults[i][1],
+                                   leaves["beta1"], leaves["beta2"], t[i], hp.correct_bias)
+                hpx = dict(leaves, rescale=rescale)
+                new = {"w": [], "m": [], "s": []}
+                for j, gval in enumerate(step.grads[i]):
+                    g = ev.const(gval)
+                    g.e = ev.zero
+                    saw_nonfinite |= g.k != FIN
+                    res = graph.element(sc, hpx, state[i]["w"][j], g, state[i]["m"][j],
+                                        state[i]["s"][j], clip)
+                    for n in ("w", "m", "s"):
+                        new[n].append(res[n])
+            state[i] = new
+            outs = dict(new)
+            if spec.multi_precision:
+                outs["w16"] = [graph.w16(x) for x in new["w"]]
+            saw_nonfinite |= any(x.k != FIN for lst in outs.values() for x in lst)
+            out_step.append(outs)
+        steps.append(out_step)
+    return CaseEvaluation(steps, ev.overflowed, saw_nonfinite or rescale_nonfinite(case), impl_defined)
+
+
+def rescale_nonfinite(case: CaseInputs) -> bool:
+    vals = [case.rescale_at(k) for k in range(len(case.steps))]
+    return any(v != v or v in (float("inf"), float("-inf")) for v in vals)
+
+
+ALTERNATIVE_MODES: tuple[tuple[str, bool], ...] = tuple((f, o) for f in FORMS for o in (False, True))
+_ = NAN
