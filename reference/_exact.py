@@ -263,7 +263,12 @@ class _Graph:
         ev = self.ev
         gc = self.gradient(g, w, hp["rescale"], sc, clip)
         m1 = self.first_moment(hp["beta1"], m, gc)
-        r = ev.sub(gc, m1)
+        if ev.mode is None and gc.k == FIN and m.k == FIN and m1.k == FIN:
+            # Same exact value as gc - m1, but free of the interval dependency problem: with
+            # beta1 = 0 or g == m it is exactly zero, where gc - m1 would give [-d, d].
+            r = ev.mul(hp["beta1"], ev.sub(gc, m))
+        else:
+            r = ev.sub(gc, m1)
         if r.k == FIN:
             r.e = gc.e + m1.e + ev.E(r)
         r2 = ev.mul(r, r)

@@ -154,6 +154,24 @@ def _combine(rounder: _Rounder, fmt: Format, candidates: list[X]) -> Expectation
     return tuple(alts)
 
 
+def _admissible(e: Expectation, fmt: Format, overflowed: bool) -> Expectation:
+    """Where the analysis cannot vouch for a result, accept anything (spec/error-model.md#limits).
+
+    * The case overflowed an intermediate and the admissible forms disagree: which infinities
+      and NaNs arise then depends on the exact operation order (an FMA changes it too).
+    * The first-order bound is as large as the value itself (a normal-range bound): the sign is
+      not certain, and a division by an underflowed zero is within the analysis.
+    """
+    if overflowed and len(e) > 1:
+        return (Special("any"),)
+    if len(e) == 1 and isinstance(e[0], Finite):
+        a = e[0]
+        bound = a.sigma * math.ldexp(1.0, -fmt.precision)
+        if bound >= abs(a.value) and bound > math.ldexp(1.0, fmt.emin):
+            return (Special("any"),)
+    return e
+
+
 def _golden_at(case: CaseInputs, prec: int) -> GoldenCase:
     exact = evaluate_mode(case, prec, None)
     names = outputs_of(case)
@@ -173,7 +191,8 @@ def _golden_at(case: CaseInputs, prec: int) -> GoldenCase:
         for i, outs in enumerate(step):
             out_step.append({
                 n: [
-                    _combine(rounder, fmts[n], [x] + [o.steps[k][i][n][j] for o in others])
+                    _admissible(_combine(rounder, fmts[n], [x] + [o.steps[k][i][n][j] for o in others]),
+                                fmts[n], exact.overflowed)
                     for j, x in enumerate(outs[n])
                 ]
                 for n in names

@@ -1,0 +1,267 @@
+"""The mistake catalogue: executable mutants (must fail) and conforming variants (must pass).
+
+Each entry is a :class:`Knobs` setting of one configurable NumPy evaluation of the update. The
+default knobs evaluate the spec's formula in the compute dtype; every mutant turns one knob to a
+real porting mistake (spec/mistakes.md), every conforming variant to another admissible way of
+rounding. The meta-test (tests/test_catalogue.py) proves that every mutant fails at least one
+vector and every variant passes all of them; ``diagnose`` ranks these entries against the
+outputs of a failing implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+import numpy as np
+
+from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+
+__all__ = ["MUTANTS", "VARIANTS", "CatalogueImplementation", "Knobs"]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    # --- mistakes -------------------------------------------------------------------------
+    weight_decay: str = "profile"  # profile | swapped | decoupled | ignored
+    clip: str = "profile"  # profile | ignored
+    rescale: str = "before-clip"  # before-clip | ignored | after-clip
+    epsilon: str = "mxnet"  # mxnet | not-in-s | not-stored | outside-bias-correction | twice
+    residual: str = "new-m"  # new-m | old-m | bias-corrected-m
+    bias_correction: str = "sqrt-bc2"  # sqrt-bc2 | none | bc2
+    t_offset: int = 0
+    epsilon_value: float | None = None  # a wrong hard-wired epsilon
+    swap_betas: bool = False
+    global_t: bool = False
+    float16_without_master: bool = False
+    skip_rule: str = "profile"  # profile | never | not-counted
+    # --- admissible arithmetic ---------------------------------------------------------------
+    moments_form: str = "canonical"  # canonical: b*x + (1-b)*y | fused: b*(x-y) + y
+    update_form: str = "eta"  # eta: eta*(m/d) | lrm: (eta*m)/d | hat: lr*(m/bc1)/(sqrt(s/bc2)+eps/sqrt(bc2))
+    one_minus_beta_in_double: bool = False  # MXNet step(): (1 - beta) from Python doubles
+    bias_correction_in_compute_dtype: bool = False
+    fma: bool = False
+    compute_in_float64: bool = False
+
+
+MUTANTS: dict[str, Knobs] = {
+    "epsilon not added to s": Knobs(epsilon="not-in-s"),
+    "epsilon added to s but not stored": Knobs(epsilon="not-stored"),
+    "epsilon after bias correction, sqrt(s_hat)+eps": Knobs(epsilon="outside-bias-correction"),
+    "epsilon added twice inside the root": Knobs(epsilon="twice"),
+    "residual with the old m": Knobs(residual="old-m"),
+    "residual with the bias-corrected m": Knobs(residual="bias-corrected-m"),
+    "no bias correction": Knobs(bias_correction="none"),
+    "bc2 instead of sqrt(bc2)": Knobs(bias_correction="bc2"),
+    "t off by one (t+1)": Knobs(t_offset=1),
+    "t off by one (t-1)": Knobs(t_offset=-1),
+    "clip and weight decay in the other profile's order": Knobs(weight_decay="swapped"),
+    "clip ignored": Knobs(clip="ignored"),
+    "rescale ignored": Knobs(rescale="ignored"),
+    "rescale applied after clipping": Knobs(rescale="after-clip"),
+    "decoupled weight decay": Knobs(weight_decay="decoupled"),
+    "weight decay ignored": Knobs(weight_decay="ignored"),
+    "default epsilon 1e-8": Knobs(epsilon_value=1e-8),
+    "default epsilon 1e-16": Knobs(epsilon_value=1e-16),
+    "beta1 and beta2 swapped": Knobs(swap_betas=True),
+    "one global t": Knobs(global_t=True),
+    "float16 state without master weights": Knobs(float16_without_master=True),
+    "never skips on zero or non-finite rescale_grad": Knobs(skip_rule="never"),
+    "skipped step not counted in t": Knobs(skip_rule="not-counted"),
+}
+
+VARIANTS: dict[str, Knobs] = {
+    "spec formula in the compute dtype": Knobs(),
+    "MXNet fused-kernel algebra": Knobs(moments_form="fused"),
+    "MXNet step(): separately rounded operations": Knobs(one_minus_beta_in_double=True, update_form="lrm"),
+    "bias correction in the compute dtype": Knobs(bias_correction_in_compute_dtype=True),
+    "bias-corrected moments (hat form)": Knobs(update_form="hat"),
+    "FMA-contracted evaluation": Knobs(fma=True),
+    "FMA with the fused algebra": Knobs(fma=True, moments_form="fused"),
+    "float64 compute, rounded at the end": Knobs(compute_in_float64=True),
+}
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fused multiply-add rounded once to the dtype of the inputs."""
+    dt = np.result_type(a, b, c)
+    if dt.itemsize < 8:  # float16/32: the float64 product is exact, one extra rounding is harmless
+        return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(dt)
+    a, b, c = np.broadcast_arrays(a, b, c)
+    out = np.empty(a.shape, dtype=np.float64)
+    for i, (x, y, z) in enumerate(zip(a.ravel(), b.ravel(), c.ravel())):
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+            out[i] = x * y + z
+        else:
+            out[i] = float(Fraction(x) * Fraction(y) + Fraction(z))
+    return out
+
+
+class CatalogueImplementation:
+    """An Implementation whose arithmetic is set by :class:`Knobs`."""
+
+    version = "catalogue"
+    profiles = frozenset({"mxnet", "mxnet-doc"})
+    dtypes = frozenset({"float32", "float64", "float16-mp"})
+
+    def __init__(self, name: str, knobs: Knobs) -> None:
+        self.name = name
+        self.knobs = knobs
+
+    def run(self, request: RunRequest) -> list[list[ParamResult]]:
+        kn = self.knobs
+        _, w_dt, s_dt = NUMPY_DTYPES[request.dtype]
+        mp = request.dtype == "float16-mp"
+        ct = np.dtype(np.float16) if (mp and kn.float16_without_master) else s_dt
+        if kn.compute_in_float64:
+            ct = np.dtype(np.float64)
+        state = []
+        for p in request.params:
+            w = p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct)
+            state.append([w, p.m.astype(ct), p.s.astype(ct), p.t])
+        steps_done = 0
+        out: list[list[ParamResult]] = []
+        with np.errstate(all="ignore"):
+            for step in request.steps:
+                skip = self._skips(request.profile, step.rescale_grad)
+                res = []
+                for i, p in enumerate(request.params):
+                    st = state[i]
+                    if not (skip and kn.skip_rule == "not-counted"):
+                        st[3] += 1
+                    if not skip:
+                        t = (request.params[0].t + steps_done + 1) if kn.global_t else st[3]
+                        w1, m1, s1 = self._update(request, p.lr_mult, p.wd_mult, t + kn.t_offset,
+                                                  step.grads[i].astype(ct), step.rescale_grad, *st[:3], ct)
+                        # The state lives in its storage dtype between steps.
+                        st[0] = w1.astype(w_dt).astype(ct) if ct != np.float16 else w1
+                        st[1], st[2] = (m1, s1) if ct == np.float16 else (m1.astype(s_dt).astype(ct), s1.astype(s_dt).astype(ct))
+                    w = st[0].astype(w_dt)
+                    res.append(ParamResult(w, st[1].astype(s_dt), st[2].astype(s_dt),
+                                           w.astype(np.float16) if mp else None))
+                steps_done += 1
+                out.append(res)
+        return out
+
+    def _skips(self, profile: str, rescale: float) -> bool:
+        rule = self.knobs.skip_rule
+        if rule == "never" or (rule == "profile" and profile != "mxnet"):
+            return False
+        return rescale == 0 or not math.isfinite(rescale)
+
+    def _update(self, req: RunRequest, lr_mult: float, wd_mult: float, t: int, g: np.ndarray, rescale: float,
+                w: np.ndarray, m: np.ndarray, s: np.ndarray, ct: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kn, hp = self.knobs, req.hyperparameters
+        C = ct.type
+
+        def mul_add(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+            return _fma(np.asarray(a, ct), np.asarray(b, ct), np.asarray(c, ct)) if kn.fma else (a * b + c).astype(ct)
+
+        b1, b2 = (hp.beta2, hp.beta1) if kn.swap_betas else (hp.beta1, hp.beta2)
+        eps = hp.epsilon if kn.epsilon_value is None else kn.epsilon_value
+        lr_i, wd_i = hp.learning_rate * lr_mult, hp.wd * wd_mult
+        r = C(rescale)
+        clip = hp.clip_gradient
+        clip_on = clip is not None and clip > 0 and kn.clip == "profile"
+        order = "before" if req.profile == "mxnet" else "after"
+        if kn.weight_decay == "swapped":
+            order = "after" if order == "before" else "before"
+        wd_mode = kn.weight_decay if kn.weight_decay in ("decoupled", "ignored") else order
+
+        def clamp(x: np.ndarray) -> np.ndarray:
+            return np.clip(x, C(-clip), C(clip)).astype(ct) if clip_on else x
+
+        gs = g if kn.rescale == "ignored" else (g * r if kn.rescale == "before-clip" else g)
+        wdw = C(wd_i) * w
+        if wd_mode == "before":
+            gc = clamp(mul_add(C(wd_i), w, gs) if kn.fma else gs + wdw)
+        elif wd_mode == "after":
+            gc = clamp(gs)
+            if kn.rescale == "after-clip":
+                gc = gc * r
+            gc = gc + wdw
+        else:
+            gc = clamp(gs)
+        if kn.rescale == "after-clip" and wd_mode != "after":
+            gc = gc * r
+        gc = gc.astype(ct)
+
+        b1c, b2c = C(b1), C(b2)
+        om1 = C(1.0 - b1) if kn.one_minus_beta_in_double else C(1) - b1c
+        om2 = C(1.0 - b2) if kn.one_minus_beta_in_double else C(1) - b2c
+        if kn.moments_form == "fused":
+            m1 = mul_add(b1c, m - gc, gc)
+        else:
+            m1 = mul_add(b1c, m, om1 * gc)
+
+        # bias correction
+        if kn.bias_correction_in_compute_dtype:
+            bc1 = C(1) - np.power(b1c, C(t)) if t > 0 else C(0)
+            bc2 = C(1) - np.power(b2c, C(t)) if t > 0 else C(0)
+        else:
+            bc1 = C(1.0 - b1**t)
+            bc2 = C(1.0 - b2**t)
+        if kn.residual == "old-m":
+            res = gc - m
+        elif kn.residual == "bias-corrected-m":
+            res = gc - m1 / bc1
+        else:
+            res = gc - m1
+        res = res.astype(ct)
+        r2 = res * res
+        eps_c = C(eps)
+        if kn.moments_form == "fused":
+            base = mul_add(b2c, s - r2, r2)
+        else:
+            base = mul_add(b2c, s, om2 * r2)
+        s_store = base if kn.epsilon in ("not-in-s", "not-stored") else (base + eps_c).astype(ct)
+        s_den = (base + eps_c).astype(ct) if kn.epsilon == "not-stored" else s_store
+        if kn.epsilon == "twice":
+            s_den = (s_den + eps_c).astype(ct)
+
+        if kn.bias_correction == "none" or not req.hyperparameters.correct_bias:
+            eta = C(lr_i)
+            bc1x, bc2x = C(1), C(1)
+        else:
+            if kn.bias_correction_in_compute_dtype:
+                f = np.sqrt(bc2) if kn.bias_correction == "sqrt-bc2" else bc2
+                eta = C(lr_i) * f / bc1
+            else:
+                f = math.sqrt(1.0 - b2**t) if kn.bias_correction == "sqrt-bc2" else (1.0 - b2**t)
+                den = 1.0 - b1**t
+                eta = C(lr_i * f / den) if den else C(math.inf)
+            bc1x, bc2x = bc1, bc2
+
+        if kn.epsilon == "outside-bias-correction":
+            lr_b = C(lr_i) / bc1x if kn.bias_correction != "none" else C(lr_i)
+            step_ = lr_b * m1 / (np.sqrt(s_den / bc2x) + eps_c)
+        elif kn.update_form == "hat" and kn.bias_correction == "sqrt-bc2":
+            rb = np.sqrt(bc2x)
+            step_ = C(lr_i) * ((m1 / bc1x) / (np.sqrt(s_den / bc2x) + eps_c / rb))
+        elif kn.update_form == "lrm":
+            step_ = (eta * m1) / (np.sqrt(s_den) + eps_c)
+        else:
+            ratio = (m1 / (np.sqrt(s_den) + eps_c)).astype(ct)
+            if kn.fma:
+                w1 = _fma(np.asarray(-eta, ct), ratio, np.asarray(w, ct))
+                step_ = None
+            else:
+                step_ = eta * ratio
+        if step_ is not None:
+            w1 = (w - np.asarray(step_, ct)).astype(ct)
+        if wd_mode == "decoupled":
+            w1 = (w1 - C(lr_i * wd_i) * w).astype(ct)
+        return w1.astype(ct), m1.astype(ct), s_store.astype(ct)
+
+
+def catalogue(entries: dict[str, Knobs]) -> list[CatalogueImplementation]:
+    return [CatalogueImplementation(name, kn) for name, kn in entries.items()]
+
+
+def variants_for(names: Sequence[str] | None = None) -> list[CatalogueImplementation]:
+    return catalogue({k: v for k, v in VARIANTS.items() if names is None or k in names})
+
+
+_ = replace

@@ -1,0 +1,300 @@
+"""Loading golden vector files: manifest check, schema validation, parsing into cases.
+
+Every problem becomes an :class:`InvalidVector` whose one-line message names the file, the case
+and the field, and says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adabelief_reference import (
+    DTYPES,
+    CaseInputs,
+    Finite,
+    Format,
+    Hyperparameters,
+    ParamInput,
+    Special,
+    StepInput,
+)
+from adabelief_reference._exact import outputs_of
+from adabelief_reference._formats import FLOAT16
+from adabelief_spec import load_json
+
+from ._errors import InvalidVector
+
+__all__ = [
+    "KIND_ALTERNATIVES",
+    "KIND_ANY",
+    "KIND_FINITE",
+    "KIND_NAN",
+    "KIND_NINF",
+    "KIND_PINF",
+    "ExpectedArray",
+    "VectorCase",
+    "bundled_vectors_dir",
+    "load_file",
+    "load_vectors",
+]
+
+KIND_FINITE, KIND_NAN, KIND_PINF, KIND_NINF, KIND_ANY, KIND_ALTERNATIVES = range(6)
+_SPECIAL_KIND = {"nan": KIND_NAN, "inf": KIND_PINF, "-inf": KIND_NINF, "any": KIND_ANY}
+
+
+@dataclass(frozen=True)
+class ExpectedArray:
+    """One output of a case, flattened over steps, parameters and elements in that order."""
+
+    fmt: Format
+    kind: np.ndarray  # int8, one of the KIND_* codes
+    value: np.ndarray  # float64: correctly rounded expected value (finite entries)
+    residual: np.ndarray  # float64: exact - value
+    sigma: np.ndarray  # float64: error scale
+    alternatives: dict[int, tuple[Finite | Special, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VectorCase:
+    id: str
+    suite: str
+    file: str
+    comment: str
+    flags: tuple[str, ...]
+    result: str
+    case: CaseInputs
+    tolerance: dict[str, float]
+    expected: dict[str, ExpectedArray]
+    # (step, parameter index, offset, length) of each block of the flattened outputs
+    layout: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def profile(self) -> str:
+        return self.case.profile
+
+    @property
+    def dtype(self) -> str:
+        return self.case.dtype
+
+    @property
+    def n_elements(self) -> int:
+        return sum(len(e.kind) for e in self.expected.values())
+
+    def locate(self, flat: int) -> tuple[int, int, int]:
+        """(step, parameter position, element) of a flat output index."""
+        for step, param, off, n in self.layout:
+            if off <= flat < off + n:
+                return step, param, flat - off
+        raise IndexError(flat)
+
+
+def bundled_vectors_dir() -> Path:
+    """The vectors shipped with the package (the repository's vectors/ folder)."""
+    return Path(str(resources.files("adabelief_vectors")))
+
+
+@cache
+def _validator() -> Any:
+    # fastjsonschema compiles the schema to Python: ~30x faster than jsonschema on 10 MB of
+    # vectors. tests/ check that the schema is valid Draft 2020-12 with jsonschema itself.
+    import fastjsonschema
+
+    return fastjsonschema.compile(load_json("schema/vectors-v1.schema.json"))
+
+
+def _hex(text: Any, where: str) -> float:
+    if not isinstance(text, str):
+        raise InvalidVector(f"{where} = {text!r}: expected a hex float string such as '0x1.8p+0'")
+    try:
+        return float.fromhex(text)
+    except (ValueError, OverflowError):
+        raise InvalidVector(f"{where} = {text!r}: not a hex float (C99 %a, e.g. '0x1.8p+0', 'inf', 'nan')") from None
+
+
+def _hexes(items: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(items, list):
+        raise InvalidVector(f"{where}: expected a list of hex floats")
+    return tuple(_hex(x, f"{where}[{i}]") for i, x in enumerate(items))
+
+
+def _alternative(entry: Any, where: str) -> Finite | Special:
+    if isinstance(entry, str):
+        if entry in _SPECIAL_KIND:
+            return Special(entry)
+        return Finite(_hex(entry, where), 0.0, 0.0)
+    if isinstance(entry, dict):
+        return Finite(_hex(entry.get("value"), f"{where}.value"), _hex(entry.get("residual"), f"{where}.residual"),
+                      _hex(entry.get("sigma"), f"{where}.sigma"))
+    raise InvalidVector(f"{where} = {entry!r}: expected a hex float, a class name or an alternative object")
+
+
+def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str, Any]) -> VectorCase:
+    tid = test.get("id", "?")
+    where = f"{doc_file}: case {tid}"
+    hpj = group["hyperparameters"]
+    clip = hpj.get("clip_gradient")
+    hp = Hyperparameters(
+        learning_rate=_hex(hpj["learning_rate"], f"{where}: hyperparameters.learning_rate"),
+        beta1=_hex(hpj["beta1"], f"{where}: hyperparameters.beta1"),
+        beta2=_hex(hpj["beta2"], f"{where}: hyperparameters.beta2"),
+        epsilon=_hex(hpj["epsilon"], f"{where}: hyperparameters.epsilon"),
+        correct_bias=bool(hpj["correct_bias"]),
+        wd=_hex(hpj["wd"], f"{where}: hyperparameters.wd"),
+        rescale_grad=_hex(hpj["rescale_grad"], f"{where}: hyperparameters.rescale_grad"),
+        clip_gradient=None if clip is None else _hex(clip, f"{where}: hyperparameters.clip_gradient"),
+    )
+    params = []
+    for i, p in enumerate(test["params"]):
+        pw = f"{where}: params[{i}]"
+        params.append(ParamInput(
+            w=_hexes(p["w"], f"{pw}.w"), m=_hexes(p["m"], f"{pw}.m"), s=_hexes(p["s"], f"{pw}.s"),
+            t=int(p["t"]), lr_mult=_hex(p["lr_mult"], f"{pw}.lr_mult"),
+            wd_mult=_hex(p["wd_mult"], f"{pw}.wd_mult"), index=int(p["index"]),
+        ))
+    steps = []
+    for k, st in enumerate(test["steps"]):
+        r = st.get("rescale_grad")
+        steps.append(StepInput(
+            tuple(_hexes(g, f"{where}: steps[{k}].grads[{i}]") for i, g in enumerate(st["grads"])),
+            None if r is None else _hex(r, f"{where}: steps[{k}].rescale_grad"),
+        ))
+    try:
+        case = CaseInputs(group["profile"], group["dtype"], hp, tuple(params), tuple(steps))
+    except ValueError as e:
+        raise InvalidVector(f"{where}: {e}") from None
+    spec = DTYPES[case.dtype]
+    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "w16": FLOAT16}
+    names = outputs_of(case)
+    cols: dict[str, dict[str, list[Any]]] = {n: {"kind": [], "value": [], "residual": [], "sigma": []} for n in names}
+    alts: dict[str, dict[int, tuple[Finite | Special, ...]]] = {n: {} for n in names}
+    layout = []
+    offset = 0
+    for k, st in enumerate(test["steps"]):
+        exp = st["expected"]
+        if len(exp) != len(params):
+            raise InvalidVector(f"{where}: steps[{k}].expected has {len(exp)} entries for {len(params)} parameters")
+        for i, e in enumerate(exp):
+            n_el = len(params[i].w)
+            layout.append((k, i, offset, n_el))
+            offset += n_el
+            for n in names:
+                ew = f"{where}: steps[{k}].expected[{i}].{n}"
+                if n not in e:
+                    raise InvalidVector(f"{ew}: missing (dtype {case.dtype} has outputs {', '.join(names)})")
+                arr = e[n]
+                vals, res, sig = arr.get("value"), arr.get("residual"), arr.get("sigma")
+                if not (isinstance(vals, list) and isinstance(res, list) and isinstance(sig, list)) or not (
+                        len(vals) == len(res) == len(sig) == n_el):
+                    raise InvalidVector(f"{ew}: value, residual and sigma must be lists of {n_el} entries")
+                c = cols[n]
+                for j, v in enumerate(vals):
+                    if isinstance(v, list):
+                        flat = len(c["kind"])
+                        alts[n][flat] = tuple(_alternative(a, f"{ew}.value[{j}][{q}]") for q, a in enumerate(v))
+                        c["kind"].append(KIND_ALTERNATIVES)
+                        c["value"].append(0.0)
+                    elif v in _SPECIAL_KIND:
+                        c["kind"].append(_SPECIAL_KIND[v])
+                        c["value"].append(0.0)
+                    else:
+                        x = _hex(v, f"{ew}.value[{j}]")
+                        c["kind"].append(KIND_FINITE)
+                        c["value"].append(x)
+                    c["residual"].append(_hex(res[j], f"{ew}.residual[{j}]"))
+                    c["sigma"].append(_hex(sig[j], f"{ew}.sigma[{j}]"))
+    expected = {
+        n: ExpectedArray(fmts[n], np.array(c["kind"], dtype=np.int8), np.array(c["value"], dtype=np.float64),
+                         np.array(c["residual"], dtype=np.float64), np.array(c["sigma"], dtype=np.float64),
+                         alts[n])
+        for n, c in cols.items()
+    }
+    return VectorCase(
+        id=tid, suite=suite, file=doc_file, comment=test.get("comment", ""),
+        flags=tuple(test.get("flags", ())), result=test.get("result", "must-match"), case=case,
+        tolerance={k: float(v) for k, v in group["tolerance"].items()}, expected=expected, layout=tuple(layout),
+    )
+
+
+def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
+    """Parse one vector file. Raises InvalidVector naming the file and field on any problem."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InvalidVector(f"{name}: cannot read: {e.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidVector(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                            "restore the file or regenerate the vectors") from None
+    if validate:
+        import fastjsonschema
+
+        try:
+            _validator()(doc)
+        except fastjsonschema.JsonSchemaValueException as e:
+            raise InvalidVector(f"{name}: {e.message} (schema vectors-v1)") from None
+    suite = doc.get("suite", path.stem)
+    cases = []
+    for group in doc["testGroups"]:
+        for test in group["tests"]:
+            cases.append(_parse_case(name, suite, group, test))
+    return cases
+
+
+def verify_manifest(directory: Path) -> dict[str, Any]:
+    """Check every file listed in manifest.json against its sha256; return the manifest."""
+    mpath = directory / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidVector(f"{mpath}: missing; a vector folder needs its manifest.json") from None
+    except json.JSONDecodeError as e:
+        raise InvalidVector(f"{mpath}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise InvalidVector(f"{mpath}: 'files' must map file names to {{sha256, numberOfTests}}")
+    for fname, meta in files.items():
+        fpath = directory / fname
+        if not fpath.exists():
+            raise InvalidVector(f"{fpath}: listed in manifest.json but missing")
+        digest = hashlib.sha256(fpath.read_bytes()).hexdigest()
+        if digest != meta.get("sha256"):
+            raise InvalidVector(f"{fpath}: sha256 {digest[:16]}… does not match manifest.json "
+                                f"({str(meta.get('sha256'))[:16]}…); the file was modified: restore or regenerate it")
+    return manifest
+
+
+def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
+                 check_manifest: bool = True) -> list[VectorCase]:
+    """Load vector files or folders (default: the bundled vectors), checking manifests."""
+    targets = list(paths) if paths else [bundled_vectors_dir()]
+    cases: list[VectorCase] = []
+    for target in targets:
+        if target.is_dir():
+            if check_manifest:
+                manifest = verify_manifest(target)
+                files: Iterable[Path] = [target / f for f in sorted(manifest["files"])]
+            else:
+                files = sorted(p for p in target.glob("*.json") if p.name != "manifest.json")
+            for f in files:
+                cases.extend(load_file(f, validate))
+        elif target.exists():
+            cases.extend(load_file(target, validate))
+        else:
+            raise InvalidVector(f"{target}: no such file or folder")
+    seen: dict[str, str] = {}
+    for c in cases:
+        if c.id in seen:
+            raise InvalidVector(f"{c.file}: case id {c.id} also appears in {seen[c.id]}; ids must be unique")
+        seen[c.id] = c.file
+    return cases
