@@ -99,6 +99,14 @@ def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _State:
+    w: np.ndarray
+    m: np.ndarray
+    s: np.ndarray
+    t: int
+
+
 class CatalogueImplementation:
     """An Implementation whose arithmetic is set by :class:`Knobs`."""
 
@@ -117,10 +125,8 @@ class CatalogueImplementation:
         ct = np.dtype(np.float16) if (mp and kn.float16_without_master) else s_dt
         if kn.compute_in_float64:
             ct = np.dtype(np.float64)
-        state = []
-        for p in request.params:
-            w = p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct)
-            state.append([w, p.m.astype(ct), p.s.astype(ct), p.t])
+        state = [_State(p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct),
+                        p.m.astype(ct), p.s.astype(ct), p.t) for p in request.params]
         steps_done = 0
         out: list[list[ParamResult]] = []
         with np.errstate(all="ignore"):
@@ -130,16 +136,19 @@ class CatalogueImplementation:
                 for i, p in enumerate(request.params):
                     st = state[i]
                     if not (skip and kn.skip_rule == "not-counted"):
-                        st[3] += 1
+                        st.t += 1
                     if not skip:
-                        t = (request.params[0].t + steps_done + 1) if kn.global_t else st[3]
+                        t = (request.params[0].t + steps_done + 1) if kn.global_t else st.t
                         w1, m1, s1 = self._update(request, p.lr_mult, p.wd_mult, t + kn.t_offset,
-                                                  step.grads[i].astype(ct), step.rescale_grad, *st[:3], ct)
+                                                  step.grads[i].astype(ct), step.rescale_grad, st.w, st.m, st.s, ct)
                         # The state lives in its storage dtype between steps.
-                        st[0] = w1.astype(w_dt).astype(ct) if ct != np.float16 else w1
-                        st[1], st[2] = (m1, s1) if ct == np.float16 else (m1.astype(s_dt).astype(ct), s1.astype(s_dt).astype(ct))
-                    w = st[0].astype(w_dt)
-                    res.append(ParamResult(w, st[1].astype(s_dt), st[2].astype(s_dt),
+                        if ct == np.float16:
+                            st.w, st.m, st.s = w1, m1, s1
+                        else:
+                            st.w = w1.astype(w_dt).astype(ct)
+                            st.m, st.s = m1.astype(s_dt).astype(ct), s1.astype(s_dt).astype(ct)
+                    w = st.w.astype(w_dt)
+                    res.append(ParamResult(w, st.m.astype(s_dt), st.s.astype(s_dt),
                                            w.astype(np.float16) if mp else None))
                 steps_done += 1
                 out.append(res)

@@ -9,7 +9,6 @@ integer arithmetic on their bit patterns, so it cannot overflow (inf vs -inf inc
 from __future__ import annotations
 
 import numpy as np
-
 from adabelief_reference import Format
 
 __all__ = ["ordinal", "ulp", "ulp_distance"]
@@ -25,6 +24,7 @@ def ulp(x: np.ndarray | float, fmt: Format) -> np.ndarray:
         _, e = np.frexp(np.where(finite, ax, 1.0))
         q = np.maximum(e.astype(np.int64) - 1, fmt.emin) - fmt.precision + 1
         out = np.ldexp(1.0, q)
+    out = np.where(ax == 0, float(fmt.min_subnormal), out)
     return np.where(finite, out, np.inf)
 
 

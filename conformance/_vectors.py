@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from adabelief_reference import (
     DTYPES,
     CaseInputs,
@@ -182,15 +181,15 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
         exp = st["expected"]
         if len(exp) != len(params):
             raise InvalidVector(f"{where}: steps[{k}].expected has {len(exp)} entries for {len(params)} parameters")
-        for i, e in enumerate(exp):
+        for i, entry in enumerate(exp):
             n_el = len(params[i].w)
             layout.append((k, i, offset, n_el))
             offset += n_el
             for n in names:
                 ew = f"{where}: steps[{k}].expected[{i}].{n}"
-                if n not in e:
+                if n not in entry:
                     raise InvalidVector(f"{ew}: missing (dtype {case.dtype} has outputs {', '.join(names)})")
-                arr = e[n]
+                arr = entry[n]
                 vals, res, sig = arr.get("value"), arr.get("residual"), arr.get("sigma")
                 if not (isinstance(vals, list) and isinstance(res, list) and isinstance(sig, list)) or not (
                         len(vals) == len(res) == len(sig) == n_el):

@@ -6,7 +6,16 @@ error scales), the IEEE formats and the vector generator.
 
 from __future__ import annotations
 
-from ._formats import FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_named, hexfloat, parse_hexfloat
+from ._formats import (
+    FLOAT16,
+    FLOAT32,
+    FLOAT64,
+    FORMATS,
+    Format,
+    format_named,
+    hexfloat,
+    parse_hexfloat,
+)
 from ._golden import (
     MAX_PRECISION,
     START_PRECISION,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._arith import FIN, FORMS, NAN, POW_WEIGHT, Evaluator, X
+from ._arith import FIN, FORMS, POW_WEIGHT, Evaluator, X
 from ._formats import FLOAT16
 from ._model import CaseInputs
 from ._profiles import Profile, profile_named
@@ -102,7 +102,7 @@ class _Graph:
     # ----- per-element nodes -------------------------------------------------------------
     def gradient(self, g: X, w: X, rescale: X, sc: _Scalars, clip: X | None) -> X:
         """spec: effective_gradient."""
-        ev, mag = self.ev, self.ev.mag
+        ev = self.ev
         gs = self.product(rescale, g)
         wdw = self.product(sc.wd, w)
         if self.p.weight_decay == "coupled-before-clip":
@@ -332,7 +332,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
         skip = profile.rescale_skip == "skip-when-zero-or-nonfinite" and (
             rescale_value == 0 or rescale.k != FIN)
         out_step = []
-        for i, p in enumerate(case.params):
+        for i in range(len(case.params)):
             t[i] += 1
             if skip:
                 new = {n: [X(x.k, x.v, x.e) for x in state[i][n]] for n in ("w", "m", "s")}
@@ -365,4 +365,3 @@ def rescale_nonfinite(case: CaseInputs) -> bool:
 
 
 ALTERNATIVE_MODES: tuple[tuple[str, bool], ...] = tuple((f, o) for f in FORMS for o in (False, True))
-_ = NAN

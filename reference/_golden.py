@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from adabelief_spec import load_json
 from mpmath import MPContext
 
-from adabelief_spec import load_json
-
-from ._arith import FIN, NAN, NINF, PINF, NeedPrecision, X
+from ._arith import NAN, NINF, PINF, NeedPrecision, X
 from ._exact import ALTERNATIVE_MODES, CaseEvaluation, evaluate_mode, outputs_of
 from ._formats import FLOAT16, FLOAT64, Format
 from ._model import CaseInputs
