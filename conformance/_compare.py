@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from adabelief_reference import Finite, Special, hexfloat
 
 from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case

@@ -7,12 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from adabelief_reference import FLOAT16, FLOAT32, FLOAT64, hexfloat, parse_hexfloat
+from adabelief_reference._golden import round_raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adabelief_conformance._ulp import ulp, ulp_distance
-from adabelief_reference import FLOAT16, FLOAT32, FLOAT64, hexfloat, parse_hexfloat
-from adabelief_reference._golden import round_raw
 
 doubles = st.floats(allow_nan=False, allow_infinity=False, width=64)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from adabelief_conformance._ulp import ulp
 from adabelief_reference import (
     FLOAT32,
     CaseInputs,
@@ -19,6 +17,8 @@ from adabelief_reference import (
     golden,
     tolerances,
 )
+
+from adabelief_conformance._ulp import ulp
 
 
 def _case(dtype="float32", profile="mxnet", hp=None, w=(10.0,), g=(0.3,), m=(0.0,), s=(0.0,), t=0, steps=1):

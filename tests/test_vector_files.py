@@ -9,11 +9,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from adabelief_reference._generate import main as generate_main
+from adabelief_spec import load_json
 
 from adabelief_conformance._errors import InvalidVector
 from adabelief_conformance._vectors import bundled_vectors_dir, load_file, load_vectors
-from adabelief_reference._generate import main as generate_main
-from adabelief_spec import load_json
 
 VECTORS = bundled_vectors_dir()
 

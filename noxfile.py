@@ -1,0 +1,67 @@
+"""Maintainer sessions: `nox -l` lists them; `nox -s NAME -- ARGS` forwards ARGS."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "types", "vectors-check", "conformance-numpy"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (the same command as README and CI)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff."""
+    session.install("ruff>=0.4")
+    session.run("ruff", "check", "spec", "reference", "conformance", "tests", "noxfile.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    """Type-check the packages with mypy."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "spec", "reference", "conformance", *session.posargs)
+
+
+@nox.session(name="vectors-check", python=PYTHON)
+def vectors_check(session: nox.Session) -> None:
+    """Prove that the committed vectors regenerate byte for byte."""
+    session.install("-e", ".")
+    session.run("python", "-m", "adabelief_reference.generate", "--check", *session.posargs)
+
+
+@nox.session(name="vectors", python=PYTHON, default=False)
+def vectors(session: nox.Session) -> None:
+    """Regenerate the golden vectors (then commit them)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "adabelief_reference.generate", *session.posargs)
+
+
+@nox.session(name="conformance-numpy", python=PYTHON)
+def conformance_numpy(session: nox.Session) -> None:
+    """Check the bundled NumPy backend against every vector."""
+    session.install("-e", ".")
+    session.run("adabelief-conformance", "check", "numpy", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark the backends side by side (ratios to a bandwidth probe)."""
+    session.install("-e", ".[numba,plot]")
+    session.run("adabelief-conformance", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def gpu(session: nox.Session) -> None:
+    """GPU checks (needs a CUDA device): conformance of the CuPy backend and the gpu tests."""
+    session.install("-e", ".[dev,cupy]")
+    session.run("pytest", "-m", "gpu", *session.posargs)
+    session.run("adabelief-conformance", "check", "cupy")
