@@ -44,6 +44,7 @@ class Knobs:
     bias_correction_in_compute_dtype: bool = False
     fma: bool = False
     compute_in_float64: bool = False
+    hyperparameters_rounded_first: bool = False  # every hyperparameter rounded before any use
 
 
 MUTANTS: dict[str, Knobs] = {
@@ -77,6 +78,7 @@ VARIANTS: dict[str, Knobs] = {
     "MXNet fused-kernel algebra": Knobs(moments_form="fused"),
     "MXNet step(): separately rounded operations": Knobs(one_minus_beta_in_double=True, update_form="lrm"),
     "bias correction in the compute dtype": Knobs(bias_correction_in_compute_dtype=True),
+    "hyperparameters rounded to the compute dtype first": Knobs(hyperparameters_rounded_first=True),
     "bias-corrected moments (hat form)": Knobs(update_form="hat"),
     "FMA-contracted evaluation": Knobs(fma=True),
     "FMA with the fused algebra": Knobs(fma=True, moments_form="fused"),
@@ -171,8 +173,13 @@ class CatalogueImplementation:
         b1, b2 = (hp.beta2, hp.beta1) if kn.swap_betas else (hp.beta1, hp.beta2)
         eps = hp.epsilon if kn.epsilon_value is None else kn.epsilon_value
         lr_i, wd_i = hp.learning_rate * lr_mult, hp.wd * wd_mult
-        r = C(rescale)
         clip = hp.clip_gradient
+        if kn.hyperparameters_rounded_first:
+            # As MXNet's C++ operators receive them: every scalar is a compute-dtype value, and the
+            # bias correction below is computed (in double) from the rounded betas.
+            b1, b2, eps, lr_i, wd_i, rescale = (float(C(x)) for x in (b1, b2, eps, lr_i, wd_i, rescale))
+            clip = None if clip is None else float(C(clip))
+        r = C(rescale)
         clip_on = clip is not None and clip > 0 and kn.clip == "profile"
         order = "before" if req.profile == "mxnet" else "after"
         if kn.weight_decay == "swapped":
