@@ -127,8 +127,9 @@ class CatalogueImplementation:
         ct = np.dtype(np.float16) if (mp and kn.float16_without_master) else s_dt
         if kn.compute_in_float64:
             ct = np.dtype(np.float64)
-        state = [_State(p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct),
-                        p.m.astype(ct), p.s.astype(ct), p.t) for p in request.params]
+        with np.errstate(over="ignore"):  # float16 storage of a large float32 master overflows
+            state = [_State(p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct),
+                            p.m.astype(ct), p.s.astype(ct), p.t) for p in request.params]
         steps_done = 0
         out: list[list[ParamResult]] = []
         with np.errstate(all="ignore"):

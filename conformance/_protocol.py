@@ -83,10 +83,21 @@ class ParamResult:
 class Implementation(Protocol):
     """What the runner needs from an implementation under test."""
 
-    name: str
-    version: str
-    profiles: Collection[str]  # profiles it implements, e.g. {"mxnet"}
-    dtypes: Collection[str]  # of "float32", "float64", "float16-mp"
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def profiles(self) -> Collection[str]:
+        """The profiles it implements, e.g. {"mxnet"}."""
+        ...
+
+    @property
+    def dtypes(self) -> Collection[str]:
+        """Of "float32", "float64", "float16-mp"."""
+        ...
 
     def run(self, request: RunRequest) -> Sequence[Sequence[ParamResult]]:
         """Apply every step of ``request``; return, per step, one result per parameter."""

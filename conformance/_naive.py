@@ -1,0 +1,138 @@
+"""The ``naive`` target: the update rule transcribed line by line into NumPy.
+
+One expression per line, a fresh array per intermediate, one parameter at a time, nothing
+clever: it is meant to be read next to the spec and believed, and it is the benchmark's
+baseline. Every hyperparameter is rounded to the compute dtype first and every operation runs
+in it (float32 for float32 and float16-mp, float64 for float64); the step size is evaluated in
+float64, as MXNet's Python does, and rounded once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from adabelief_reference import Hyperparameters
+
+from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+
+__all__ = ["NaiveNumpy", "NaiveParam", "naive_step", "naive_update"]
+
+_PROFILES = ("mxnet", "mxnet-doc")
+
+
+def naive_update(
+    w: np.ndarray,
+    m: np.ndarray,
+    s: np.ndarray,
+    g: np.ndarray,
+    t: int,
+    lr_mult: float,
+    wd_mult: float,
+    hp: Hyperparameters,
+    rescale_grad: float,
+    profile: str,
+    compute: np.dtype,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One parameter's new (w, m, s); ``t`` is the update count of this step (>= 1)."""
+    c = compute.type
+    with np.errstate(all="ignore"):
+        # float64 scalars (not Python floats): 1/0 and overflow give inf instead of raising.
+        d = np.float64
+        lr_i = d(hp.learning_rate) * d(lr_mult)
+        wd_i = d(hp.wd) * d(wd_mult)
+        if hp.correct_bias:
+            eta64 = lr_i * np.sqrt(d(1) - d(hp.beta2) ** t) / (d(1) - d(hp.beta1) ** t)
+        else:
+            eta64 = lr_i
+        eta = c(eta64)
+        wd_c = c(wd_i)
+        rescale = c(rescale_grad)
+        beta1 = c(hp.beta1)
+        beta2 = c(hp.beta2)
+        epsilon = c(hp.epsilon)
+        one = c(1)
+        clip = hp.clip_gradient
+        clip_on = clip is not None and clip > 0  # MXNet clips only for clip_gradient > 0
+        w = w.astype(compute)
+        g = g.astype(compute)  # float16 -> float32 is exact
+        g = rescale * g
+        if profile == "mxnet":
+            g = g + wd_c * w
+            if clip_on:
+                g = np.clip(g, -c(clip), c(clip))
+        else:  # mxnet-doc: clip, then weight decay
+            if clip_on:
+                g = np.clip(g, -c(clip), c(clip))
+            g = g + wd_c * w
+        m = beta1 * m + (one - beta1) * g
+        r = g - m
+        s = beta2 * s + (one - beta2) * (r * r) + epsilon
+        d = np.sqrt(s) + epsilon
+        w = w - eta * (m / d)
+    return w, m, s
+
+
+@dataclass
+class NaiveParam:
+    """One parameter's state; ``t`` counts the updates applied."""
+
+    w: np.ndarray
+    m: np.ndarray
+    s: np.ndarray
+    t: int = 0
+    lr_mult: float = 1.0
+    wd_mult: float = 1.0
+
+
+def naive_step(params: Sequence[NaiveParam], grads: Sequence[np.ndarray], hp: Hyperparameters,
+               rescale_grad: float | None = None, profile: str = "mxnet") -> bool:
+    """One step over ``params``, written back into their arrays. False when skipped."""
+    r = hp.rescale_grad if rescale_grad is None else float(rescale_grad)
+    for p in params:
+        p.t += 1  # counted even when the step is skipped
+    if profile == "mxnet" and (r == 0 or not math.isfinite(r)):
+        return False  # the skip rule: w, m, s unchanged
+    for p, g in zip(params, grads):
+        w, m, s = naive_update(p.w, p.m, p.s, g, p.t, p.lr_mult, p.wd_mult, hp, r, profile,
+                               p.m.dtype)
+        p.w[...] = w
+        p.m[...] = m
+        p.s[...] = s
+    return True
+
+
+class NaiveNumpy:
+    """``naive``: a literal NumPy transcription of the update, one parameter at a time."""
+
+    name = "naive"
+    description = "literal NumPy transcription of the update (temporaries, per parameter)"
+    profiles = frozenset(_PROFILES)
+    dtypes = frozenset(NUMPY_DTYPES)
+
+    def __init__(self) -> None:
+        from . import __version__
+
+        self.version = f"{__version__} (numpy {np.__version__})"
+
+    def run(self, request: RunRequest) -> list[list[ParamResult]]:
+        if request.profile not in _PROFILES:
+            raise ValueError(f"profile {request.profile!r} is not implemented by {self.name}")
+        params = [NaiveParam(p.w.copy(), p.m.copy(), p.s.copy(), p.t, p.lr_mult, p.wd_mult)
+                  for p in request.params]
+        multi_precision = request.dtype == "float16-mp"
+        results = []
+        for step in request.steps:
+            naive_step(params, step.grads, request.hyperparameters, step.rescale_grad,
+                       request.profile)
+            out = []
+            for p in params:
+                w16 = None
+                if multi_precision:
+                    with np.errstate(over="ignore"):
+                        w16 = p.w.astype(np.float16)
+                out.append(ParamResult(p.w.copy(), p.m.copy(), p.s.copy(), w16))
+            results.append(out)
+        return results

@@ -1,0 +1,349 @@
+"""The bundled ``numpy`` backend: a fused, in-place, multi-tensor AdaBelief step in NumPy.
+
+:class:`FusedAdaBelief` owns one flat buffer per array kind (w, m, s, the gradient and, for
+``float16-mp``, the float16 weights); every parameter is a view into them. A step walks the flat
+buffers in cache-sized chunks and applies a short fixed sequence of in-place ufuncs to each
+chunk, with ``out=`` everywhere and two preallocated scratch buffers, so it allocates nothing
+that grows with the model and streams each array through memory once.
+
+Arithmetic (all in the compute dtype, each operation rounded once, IEEE, nothing flushed):
+MXNet's fused-kernel form, which the spec lists as admissible (spec/error-model.md#forms)::
+
+    g' = rescale*g + wd_i*w, clipped (mxnet), or clip(rescale*g) + wd_i*w (mxnet-doc)
+    P  = b1*(m - g')          m_new = P + g'             # m = b1*(m - g') + g'
+    r2 = P*P                                             # r = g' - m_new = -P exactly
+    s_new = b2*(s - r2) + r2 + eps
+    w_new = w - eta_i * (m_new / (sqrt(s_new) + eps))
+
+``r2 = P*P`` saves the pass that would form ``r = g' - m_new``: the exact values agree
+(m_new - g' = P before m_new is rounded), and P carries only the rounding errors that m_new
+carries too, so the result stays inside the reference's error bound. That is 13 ufunc passes
+per chunk in the common case (rescale_grad 1, no clipping, weight decay 0).
+
+Per-tensor scalars: :class:`~adabelief_conformance._native.FlatPlan` (shared with the numba
+and CuPy backends) counts the updates, evaluates eta in float64 and rounds it, and applies the
+skip rule. Chunks never span two runs of tensors whose (eta, wd) differ, so each ufunc takes one
+scalar; runs are recomputed each step because the step sizes are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from adabelief_reference import DEFAULT_HYPERPARAMETERS, Hyperparameters
+
+from ._errors import UsageError
+from ._native import (
+    FLAG_CLIP,
+    FLAG_WD_AFTER_CLIP,
+    SUPPORTED_PROFILES,
+    FlatPlan,
+    FlatStepper,
+    run_flat_request,
+)
+from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "FusedAdaBelief",
+    "NumpyBackend",
+    "ParamView",
+    "subnormals_flushed",
+]
+
+DEFAULT_CHUNK = 65536  # elements per chunk; see the benchmark's chunk-size sweep
+
+# float16 bit pattern -> float32 value, exact (NumPy's widening is exact, subnormals included).
+# A gather through this table (256 KiB, cache-resident) is about twice as fast as NumPy's
+# float16 -> float32 cast loop.
+_WIDEN16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def subnormals_flushed() -> bool:
+    """True when the FPU flushes subnormals to zero in this process (FTZ/DAZ, set by some other
+    library): NumPy's arithmetic would then not be IEEE and this backend could not conform."""
+    tiny = np.array([np.finfo(np.float32).smallest_subnormal], dtype=np.float32)
+    with np.errstate(all="ignore"):
+        twice = np.add(tiny, tiny)
+    return bool(twice[0] == 0 or tiny[0] * np.float32(1) == 0)
+
+
+def _flat(x: Any, dtype: np.dtype, n: int, name: str) -> np.ndarray:
+    """``x`` as a contiguous 1-D array of ``dtype``; no copy when it already is one."""
+    a = np.ascontiguousarray(x, dtype=dtype)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise UsageError(f"{name}: expected {n} elements of {dtype.name} in one flat array, "
+                         f"got shape {a.shape}")
+    return a
+
+
+@dataclass(frozen=True)
+class ParamView:
+    """One parameter: views (shaped like the parameter) into the optimizer's flat buffers."""
+
+    w: np.ndarray  # master weight
+    m: np.ndarray
+    s: np.ndarray
+    grad: np.ndarray  # the gradient slot that ``step()`` reads when called without a gradient
+    w16: np.ndarray | None  # float16 weight (float16-mp only)
+
+
+class FusedAdaBelief:
+    """AdaBelief over many parameters held in flat buffers, updated in place.
+
+    ``shapes`` gives each parameter's shape (an int for 1-D). ``w``, ``m``, ``s`` are optional
+    initial flat buffers (adopted without a copy when contiguous and of the right dtype; default
+    w = 0, m = 0, s = 0). ``lr_mults``, ``wd_mults`` and ``t`` are per parameter.
+    ``chunk_size`` is the number of elements each ufunc pass handles at a time.
+    """
+
+    def __init__(
+        self,
+        shapes: Sequence[int | Sequence[int]],
+        dtype: str = "float32",
+        profile: str = "mxnet",
+        hyperparameters: Hyperparameters = DEFAULT_HYPERPARAMETERS,
+        lr_mults: Sequence[float] | None = None,
+        wd_mults: Sequence[float] | None = None,
+        t: Sequence[int] | None = None,
+        *,
+        w: Any = None,
+        m: Any = None,
+        s: Any = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        self.shapes = [(int(x),) if isinstance(x, int | np.integer) else tuple(int(d) for d in x)
+                       for x in shapes]
+        sizes = [math.prod(sh) for sh in self.shapes]
+        plan = FlatPlan(sizes, dtype, profile, hyperparameters, lr_mults, wd_mults, t)
+        self._setup(plan, w, m, s, chunk_size)
+
+    @classmethod
+    def from_plan(cls, plan: FlatPlan, w: Any = None, m: Any = None, s: Any = None,
+                  chunk_size: int = DEFAULT_CHUNK) -> FusedAdaBelief:
+        """An optimizer over an existing plan (1-D parameters of ``plan.sizes``)."""
+        self = cls.__new__(cls)
+        self.shapes = [(int(n),) for n in plan.sizes]
+        self._setup(plan, w, m, s, chunk_size)
+        return self
+
+    @classmethod
+    def from_arrays(cls, weights: Sequence[np.ndarray], dtype: str = "float32",
+                    **kwargs: Any) -> FusedAdaBelief:
+        """An optimizer whose flat w holds copies of ``weights`` (state m = s = 0)."""
+        master = NUMPY_DTYPES[dtype][1] if dtype in NUMPY_DTYPES else np.dtype(np.float32)
+        flat = (np.concatenate([np.asarray(x, dtype=master).ravel() for x in weights])
+                if weights else np.zeros(0, master))
+        return cls([np.shape(x) for x in weights], dtype, w=flat, **kwargs)
+
+    def _setup(self, plan: FlatPlan, w: Any, m: Any, s: Any, chunk_size: int) -> None:
+        if plan.profile not in SUPPORTED_PROFILES:
+            raise UsageError(f"profile {plan.profile!r}: expected one of {list(SUPPORTED_PROFILES)}")
+        if int(chunk_size) < 1:
+            raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
+        if subnormals_flushed():
+            raise RuntimeError("the FPU flushes subnormals to zero in this process (FTZ/DAZ set "
+                               "by another library): NumPy arithmetic is not IEEE here")
+        self.plan = plan
+        self.chunk_size = int(chunk_size)
+        n = plan.n_elements
+        cd = plan.compute_dtype
+        self.w = np.zeros(n, plan.master_dtype) if w is None else _flat(w, plan.master_dtype, n, "w")
+        self.m = np.zeros(n, cd) if m is None else _flat(m, cd, n, "m")
+        self.s = np.zeros(n, cd) if s is None else _flat(s, cd, n, "s")
+        self.grad = np.zeros(n, plan.storage_dtype)
+        self.w16: np.ndarray | None = None
+        if plan.multi_precision:
+            with np.errstate(over="ignore"):  # beyond float16's range the right result is inf
+                self.w16 = self.w.astype(np.float16)  # round to nearest even
+        # Scratch: the transformed gradient g' and one temporary, one chunk each.
+        k = max(1, min(self.chunk_size, n))
+        self._gbuf = np.empty(k, cd)
+        self._xbuf = np.empty(k, cd)
+        # float16-mp: the gradient's bit patterns as table indices (np.take would otherwise
+        # allocate an intp copy of uint16 indices on every call).
+        self._ibuf = np.empty(k if plan.multi_precision else 0, np.intp)
+        # Runs of consecutive non-empty tensors: per step, neighbours with equal (eta, wd) share
+        # chunks. The wd bits never change; eta's are compared each step.
+        nonempty = np.flatnonzero(plan.sizes > 0)
+        self._nonempty = nonempty
+        self._starts = plan.offsets[:-1][nonempty]
+        self._stops = plan.offsets[1:][nonempty]
+        wd = plan.wd[nonempty]
+        self._wd = wd
+        self._wd_breaks = wd.view(_bits(cd))[1:] != wd.view(_bits(cd))[:-1]
+        self._layout_key: bytes | None = None
+        self._layout: list[_Chunk] = []
+        self._firsts = np.zeros(0, np.intp)
+
+    # ----- views ---------------------------------------------------------------------------
+
+    def params(self) -> list[ParamView]:
+        """Each parameter as views (of its shape) into the flat buffers."""
+        out = []
+        for sh, a, b in zip(self.shapes, self.plan.offsets[:-1], self.plan.offsets[1:]):
+            out.append(ParamView(self.w[a:b].reshape(sh), self.m[a:b].reshape(sh),
+                                 self.s[a:b].reshape(sh), self.grad[a:b].reshape(sh),
+                                 None if self.w16 is None else self.w16[a:b].reshape(sh)))
+        return out
+
+    @property
+    def t(self) -> np.ndarray:
+        """Per parameter: the number of updates applied so far."""
+        return self.plan.t
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        return (self.w.copy(), self.m.copy(), self.s.copy(),
+                None if self.w16 is None else self.w16.copy())
+
+    # ----- the step ------------------------------------------------------------------------
+
+    def _chunks(self, eta: np.ndarray) -> tuple[list[_Chunk], np.ndarray, np.ndarray]:
+        """This step's chunks, and per run of tensors that share (eta, wd): eta and wd.
+
+        The layout (where runs break, hence the chunks and their views) is cached: it changes
+        only when two neighbours' step sizes start or stop being equal.
+        """
+        if len(self._nonempty) == 0:
+            return [], eta[:0], eta[:0]
+        e = eta[self._nonempty]
+        if len(e) == 1:  # one tensor: one run (the common benchmark case; skips some work)
+            breaks = self._wd_breaks
+            key = b""
+        else:
+            bits = e.view(_bits(e.dtype))
+            breaks = (bits[1:] != bits[:-1]) | self._wd_breaks
+            key = breaks.tobytes()
+        if key != self._layout_key:
+            self._layout_key = key
+            self._firsts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
+            self._layout = self._build_layout(self._firsts)
+        return self._layout, e[self._firsts], self._wd[self._firsts]
+
+    def _build_layout(self, firsts: np.ndarray) -> list[_Chunk]:
+        lasts = np.concatenate((firsts[1:], [len(self._nonempty)])) - 1
+        c = self.chunk_size
+        layout = []
+        for run, (i, j) in enumerate(zip(firsts.tolist(), lasts.tolist())):
+            first, end = int(self._starts[i]), int(self._stops[j])
+            for a in range(first, end, c):
+                b = min(a + c, end)
+                k = b - a
+                layout.append(_Chunk(a, b, run, self.w[a:b], self.m[a:b], self.s[a:b],
+                                     None if self.w16 is None else self.w16[a:b],
+                                     self._gbuf[:k], self._xbuf[:k], self._ibuf[:k]))
+        return layout
+
+    def step(self, g: Any = None, rescale_grad: float | None = None) -> bool:
+        """One step with the flat gradient ``g`` (default: the ``grad`` buffer, which the
+        parameters' ``grad`` views fill). Returns False when the skip rule skipped it (the update
+        counts still advance). Allocation-free when ``g`` is a contiguous array of the storage
+        dtype (float16 for float16-mp)."""
+        plan = self.plan
+        gf = self.grad if g is None else _flat(g, plan.storage_dtype, plan.n_elements, "g")
+        sc = plan.advance(rescale_grad)
+        if sc is None:
+            return False
+        chunks, etas, wds = self._chunks(sc.eta)
+        # 0-d arrays rather than NumPy scalars: a ufunc takes them a little faster.
+        cd = plan.compute_dtype
+        rescale, b1, _, b2, _, eps, clip = (np.array(v, cd) for v in sc.hyper)
+        lo = np.negative(clip)
+        eta_0d = [etas[i, ...] for i in range(len(etas))]
+        wd_0d = [wds[i, ...] for i in range(len(wds))]
+        wd_zero = (wds == 0).tolist()
+        scale = rescale != 1  # rescale 1 changes nothing, not even a NaN or a -0
+        clip_first = bool(sc.flags & FLAG_CLIP and sc.flags & FLAG_WD_AFTER_CLIP)
+        clip_last = bool(sc.flags & FLAG_CLIP and not sc.flags & FLAG_WD_AFTER_CLIP)
+        sub, mul, add, div, sqrt = np.subtract, np.multiply, np.add, np.divide, np.sqrt
+        with np.errstate(all="ignore"):  # inf and NaN are results here, not errors
+            for a, b, run, w, m, s, w16, gb, x, ib in chunks:
+                # g': in gb, or the caller's gradient itself (read only) when unchanged.
+                if w16 is not None:  # float16 gradient, widened exactly through the table
+                    np.copyto(ib, gf[a:b].view(np.uint16))
+                    np.take(_WIDEN16, ib, out=gb, mode="clip")  # mode "raise" buffers out
+                    g1 = gb
+                    if scale:
+                        mul(gb, rescale, gb)
+                elif scale:
+                    mul(gf[a:b], rescale, gb)
+                    g1 = gb
+                else:
+                    g1 = gf[a:b]
+                if clip_first:  # mxnet-doc: clip, then weight decay
+                    np.clip(g1, lo, clip, out=gb)
+                    g1 = gb
+                # wd*w with wd == 0 adds a zero, unless w holds an inf or NaN (0*inf is NaN):
+                # then the term is applied literally. w.w is the cheapest finiteness test
+                # (read only, vectorised); an overflow there only costs the two passes.
+                if not wd_zero[run] or not np.isfinite(np.dot(w, w)):
+                    mul(w, wd_0d[run], x)
+                    add(g1, x, gb)
+                    g1 = gb
+                if clip_last:  # mxnet: weight decay, then clip
+                    np.clip(g1, lo, clip, out=gb)
+                    g1 = gb
+                # m = b1*(m - g') + g', and r*r = P*P with P = b1*(m - g') = -r (exactly)
+                sub(m, g1, m)
+                mul(m, b1, m)
+                mul(m, m, x)
+                add(m, g1, m)
+                # s = b2*(s - r*r) + r*r + eps
+                sub(s, x, s)
+                mul(s, b2, s)
+                add(s, x, s)
+                add(s, eps, s)
+                # w = w - eta*(m / (sqrt(s) + eps))
+                sqrt(s, x)
+                add(x, eps, x)
+                div(m, x, x)
+                mul(x, eta_0d[run], x)
+                sub(w, x, w)
+                if w16 is not None:
+                    np.copyto(w16, w, casting="same_kind")  # round to nearest even
+        return True
+
+
+class _Chunk(NamedTuple):
+    """Elements [a, b) of one run of tensors: views into the flat buffers and the scratch."""
+
+    a: int
+    b: int
+    run: int
+    w: np.ndarray
+    m: np.ndarray
+    s: np.ndarray
+    w16: np.ndarray | None
+    gb: np.ndarray
+    x: np.ndarray
+    ib: np.ndarray
+
+
+def _bits(dtype: np.dtype) -> type[np.unsignedinteger[Any]]:
+    """The unsigned integer type as wide as ``dtype`` (to compare floats bit for bit)."""
+    return {2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+
+
+class NumpyBackend:
+    """``numpy``: the fused in-place multi-tensor NumPy step (:class:`FusedAdaBelief`)."""
+
+    name = "numpy"
+    description = "fused in-place multi-tensor NumPy step over flat buffers, in chunks"
+    profiles = frozenset(SUPPORTED_PROFILES)
+    dtypes = frozenset(NUMPY_DTYPES)
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK) -> None:
+        from . import __version__
+
+        self.chunk_size = chunk_size
+        self.version = f"{__version__} (numpy {np.__version__})"
+
+    def run(self, request: RunRequest) -> list[list[ParamResult]]:
+        def make(plan: FlatPlan, w: np.ndarray, m: np.ndarray, s: np.ndarray) -> FlatStepper:
+            return FusedAdaBelief.from_plan(plan, w, m, s, self.chunk_size)
+
+        return run_flat_request(request, make)
