@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-
 from adabelief_reference import DTYPES, CaseInputs, Hyperparameters
 
 __all__ = [
