@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "types", "vectors-check", "conformance-numpy"]
@@ -21,7 +23,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff>=0.4")
-    session.run("ruff", "check", "spec", "reference", "conformance", "tests", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "spec", "reference", "conformance", "tests", "examples", "noxfile.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -65,3 +67,18 @@ def gpu(session: nox.Session) -> None:
     session.install("-e", ".[dev,cupy]")
     session.run("pytest", "-m", "gpu", *session.posargs)
     session.run("adabelief-conformance", "check", "cupy")
+
+
+@nox.session(python=PYTHON, default=False)
+def mxnet(session: nox.Session) -> None:
+    """Check the real MXNet 2.0.0b1 AdaBelief (CPU; creates .mxnet-venv on first use)."""
+    session.install("-e", ".[dev]")
+    if not Path(".mxnet-venv/bin/python").exists():
+        session.run("bash", "examples/mxnet_adapter/setup.sh", external=True)
+    adapter = ".mxnet-venv/bin/python examples/mxnet_adapter/adapter.py --mode"
+    for mode in ("fused-multi", "fused-single"):
+        session.run("adabelief-conformance", "check", "--profile", "mxnet", "--cmd", f"{adapter} {mode}",
+                    *session.posargs)
+    session.run("adabelief-conformance", "check", "--profile", "mxnet", "--cmd", f"{adapter} step",
+                "--expectations", "examples/mxnet_adapter/expectations-step.json", *session.posargs)
+    session.run("pytest", "-m", "slow", "tests/test_mxnet_adapter.py")
