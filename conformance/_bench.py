@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -149,9 +150,9 @@ def probe_factory(p: BenchProblem) -> Callable[[], object]:
 
 def naive_factory(p: BenchProblem) -> Callable[[], object]:
     w, m, s = p.state()
-    offsets = np.concatenate(([0], np.cumsum(p.sizes))).tolist()
-    params = [NaiveParam(w[a:b], m[a:b], s[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-    grads = [p.g[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    bounds = list(itertools.pairwise(np.concatenate(([0], np.cumsum(p.sizes))).tolist()))
+    params = [NaiveParam(w[a:b], m[a:b], s[a:b]) for a, b in bounds]
+    grads = [p.g[a:b] for a, b in bounds]
     hp = p.hyperparameters
     return lambda: naive_step(params, grads, hp)
 
@@ -331,7 +332,7 @@ def _ms(seconds: float) -> str:
 
 
 def _size_name(n: int) -> str:
-    e = int(math.floor(math.log10(n))) if n > 0 else 0
+    e = math.floor(math.log10(n)) if n > 0 else 0
     mant = n / 10**e
     return f"{mant:g}e{e}" if mant != int(mant) or n >= 10_000 else str(n)
 
@@ -364,7 +365,7 @@ def run_bench(
     sizes: Sequence[int] | None = None,
     resnet50: bool = True,
     backends: Sequence[str] = BUILTIN_BACKENDS,
-    repeats: int = 7,
+    repeats: int | None = None,
     json_path: str | Path | None = None,
     png_path: str | Path | None = None,
     *,
@@ -379,7 +380,7 @@ def run_bench(
     (a single tensor) and on ResNet-50's 161 tensors; print a table; write JSON and a PNG.
 
     ``chunk_sizes``: time the numpy backend once per chunk size (columns ``numpy@16K``...).
-    ``quick``: tiny sizes (and ResNet-50's shapes scaled down 1000x) for tests and smoke runs.
+    ``quick``: tiny sizes (and ResNet-50's shapes scaled down 1000x), 3 repeats: a smoke run.
     Unavailable backends are skipped with the reason printed and recorded.
     """
     from rich.console import Console
@@ -389,6 +390,8 @@ def run_bench(
         sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     if min_sample_s is None:
         min_sample_s = 0.001 if quick else 0.01
+    if repeats is None:
+        repeats = 3 if quick else 7
     factories: dict[str, StepFactory] = {PROBE: probe_factory}
     skipped: dict[str, str] = {}
     for name in backends:
@@ -498,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-resnet50", action="store_true", help="skip ResNet-50's 161 tensors")
     ap.add_argument("--backends", nargs="+", default=list(BUILTIN_BACKENDS),
                     help=f"built-in backends (default: {' '.join(BUILTIN_BACKENDS)})")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, help="samples per backend (default 7; 3 with --quick)")
     ap.add_argument("--chunks", type=int, nargs="+", help="numpy chunk sizes to compare")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--png", help="plot the ratios here (needs matplotlib)")

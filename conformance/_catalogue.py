@@ -97,7 +97,10 @@ def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
         if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
             out[i] = x * y + z
         else:
-            out[i] = float(Fraction(x) * Fraction(y) + Fraction(z))
+            try:
+                out[i] = float(Fraction(x) * Fraction(y) + Fraction(z))
+            except OverflowError:  # the exact result rounds to an infinity
+                out[i] = math.copysign(math.inf, float(np.sign(x) * np.sign(y)) if x * y != 0 else z)
     return out
 
 

@@ -3,11 +3,12 @@
 :class:`FusedAdaBelief` owns one flat buffer per array kind (w, m, s, the gradient and, for
 ``float16-mp``, the float16 weights); every parameter is a view into them. A step walks the flat
 buffers in cache-sized chunks and applies a short fixed sequence of in-place ufuncs to each
-chunk, with ``out=`` everywhere and two preallocated scratch buffers, so it allocates nothing
-that grows with the model and streams each array through memory once.
+chunk, with ``out=`` everywhere and scratch buffers of one chunk allocated at construction, so
+a step allocates nothing that grows with the model and streams each array through memory once.
 
 Arithmetic (all in the compute dtype, each operation rounded once, IEEE, nothing flushed):
-MXNet's fused-kernel form, which the spec lists as admissible (spec/error-model.md#forms)::
+MXNet's fused-kernel form, one of the admissible evaluation orders (spec/error-model.md#forms,
+``fused``)::
 
     g' = rescale*g + wd_i*w, clipped (mxnet), or clip(rescale*g) + wd_i*w (mxnet-doc)
     P  = b1*(m - g')          m_new = P + g'             # m = b1*(m - g') + g'
@@ -17,13 +18,16 @@ MXNet's fused-kernel form, which the spec lists as admissible (spec/error-model.
 
 ``r2 = P*P`` saves the pass that would form ``r = g' - m_new``: the exact values agree
 (m_new - g' = P before m_new is rounded), and P carries only the rounding errors that m_new
-carries too, so the result stays inside the reference's error bound. That is 13 ufunc passes
-per chunk in the common case (rescale_grad 1, no clipping, weight decay 0).
+carries too, so the result stays inside the reference's error bound; with infinite or NaN
+inputs it gives the NaNs the fused form gives. In the common case (rescale_grad 1, no
+clipping, weight decay 0) a chunk costs 13 arithmetic passes and a finiteness test of w.
 
 Per-tensor scalars: :class:`~adabelief_conformance._native.FlatPlan` (shared with the numba
-and CuPy backends) counts the updates, evaluates eta in float64 and rounds it, and applies the
-skip rule. Chunks never span two runs of tensors whose (eta, wd) differ, so each ufunc takes one
-scalar; runs are recomputed each step because the step sizes are.
+and CuPy backends) counts the updates, evaluates eta in float64 and rounds it once, and applies
+the skip rule. Chunks never span two runs of tensors whose (eta, wd) differ, so every ufunc
+takes one scalar; the runs are re-derived from each step's eta (bias correction changes it
+every step, and tensors with different t may converge to one value) and the chunk layout is
+rebuilt only when they change.
 """
 
 from __future__ import annotations
@@ -160,13 +164,14 @@ class FusedAdaBelief:
         if plan.multi_precision:
             with np.errstate(over="ignore"):  # beyond float16's range the right result is inf
                 self.w16 = self.w.astype(np.float16)  # round to nearest even
-        # Scratch: the transformed gradient g' and one temporary, one chunk each.
+        # Scratch, one chunk each: the transformed gradient g' and one temporary.
         k = max(1, min(self.chunk_size, n))
         self._gbuf = np.empty(k, cd)
         self._xbuf = np.empty(k, cd)
         # float16-mp: the gradient's bit patterns as table indices (np.take would otherwise
         # allocate an intp copy of uint16 indices on every call).
         self._ibuf = np.empty(k if plan.multi_precision else 0, np.intp)
+        self._fbuf = np.empty(k, np.bool_)  # isfinite(w), for the weight-decay-0 test
         # Runs of consecutive non-empty tensors: per step, neighbours with equal (eta, wd) share
         # chunks. The wd bits never change; eta's are compared each step.
         nonempty = np.flatnonzero(plan.sizes > 0)
@@ -235,7 +240,8 @@ class FusedAdaBelief:
                 k = b - a
                 layout.append(_Chunk(a, b, run, self.w[a:b], self.m[a:b], self.s[a:b],
                                      None if self.w16 is None else self.w16[a:b],
-                                     self._gbuf[:k], self._xbuf[:k], self._ibuf[:k]))
+                                     self._gbuf[:k], self._xbuf[:k], self._ibuf[:k],
+                                     self._fbuf[:k]))
         return layout
 
     def step(self, g: Any = None, rescale_grad: float | None = None) -> bool:
@@ -261,7 +267,7 @@ class FusedAdaBelief:
         clip_last = bool(sc.flags & FLAG_CLIP and not sc.flags & FLAG_WD_AFTER_CLIP)
         sub, mul, add, div, sqrt = np.subtract, np.multiply, np.add, np.divide, np.sqrt
         with np.errstate(all="ignore"):  # inf and NaN are results here, not errors
-            for a, b, run, w, m, s, w16, gb, x, ib in chunks:
+            for a, b, run, w, m, s, w16, gb, x, ib, fin in chunks:
                 # g': in gb, or the caller's gradient itself (read only) when unchanged.
                 if w16 is not None:  # float16 gradient, widened exactly through the table
                     np.copyto(ib, gf[a:b].view(np.uint16))
@@ -278,9 +284,10 @@ class FusedAdaBelief:
                     np.clip(g1, lo, clip, out=gb)
                     g1 = gb
                 # wd*w with wd == 0 adds a zero, unless w holds an inf or NaN (0*inf is NaN):
-                # then the term is applied literally. w.w is the cheapest finiteness test
-                # (read only, vectorised); an overflow there only costs the two passes.
-                if not wd_zero[run] or not np.isfinite(np.dot(w, w)):
+                # then the term is applied literally. The test costs about what the two passes
+                # would, but it also pulls w into the cache for the last pass. (Not np.dot:
+                # BLAS threads make it erratic.)
+                if not wd_zero[run] or not np.isfinite(w, out=fin).all():
                     mul(w, wd_0d[run], x)
                     add(g1, x, gb)
                     g1 = gb
@@ -321,6 +328,7 @@ class _Chunk(NamedTuple):
     gb: np.ndarray
     x: np.ndarray
     ib: np.ndarray
+    fin: np.ndarray
 
 
 def _bits(dtype: np.dtype) -> type[np.unsignedinteger[Any]]:

@@ -36,6 +36,7 @@ class CaseEvaluation:
     overflowed: bool
     saw_nonfinite: bool
     implementation_defined: bool
+    any_mask: list[list[dict[str, list[bool]]]]
 
 
 @dataclass
@@ -123,6 +124,9 @@ class _Graph:
             return out
         if x.k != FIN:  # an infinite input clamped to +-c: only c's own rounding
             out.e = c.e
+            return out
+        if c.k != FIN:  # clip_gradient = inf clamps nothing: the input's bound passes through
+            out.e = x.e
             return out
         a, cm = mag(x), mag(c)
         if a > cm:
@@ -223,6 +227,9 @@ class _Graph:
                     loc_f = 0
             results.append((delta, loc_f))
         out = results[0][0]
+        if d.k == FIN:
+            d.e = (self.sqrt_prop(q, s1) + E(q) if q.k == FIN else 0) + eps.e + E(d)
+        self.check_divisor(d, m1)
         if out.k == FIN:
             md = mag(d)
             if md == 0:
@@ -236,6 +243,23 @@ class _Graph:
             out.e = prop + loc_d + max(loc for _, loc in results)
         return out
 
+    def check_divisor(self, d: X, num: X) -> None:
+        """Flag the element when the step's division leaves the first-order regime.
+
+        The step is num / d. A first-order bound on it is sound while d's relative bound is
+        small; at d.e >= |d| / 4 the neglected terms can exceed the bound itself (1/d is not
+        linear), and with d = 0 the sign of the resulting infinity, or a 0/0, hinges on whether
+        num underflows. Such elements are implementation-defined (spec/error-model.md#limits).
+        """
+        if d.k != FIN or num.k != FIN:
+            return
+        ev = self.ev
+        md, mn = ev.mag(d), ev.mag(num)
+        if md == 0:
+            self.unsafe = self.unsafe or (mn > 0 and 2 * num.e >= mn)
+        elif 4 * d.e >= md:
+            self.unsafe = True
+
     def _step_after_bc(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
         """Paper / PyTorch placement: (lr/bc1) * m / (sqrt(s/bc2) + eps). One form."""
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
@@ -245,6 +269,10 @@ class _Graph:
         dd = ev.add(qh, eps)
         rt = ev.div(m1, dd)
         out = ev.mul(a, rt)
+        if dd.k == FIN and sh.k == FIN and qh.k == FIN:
+            sh.e = s1.e / mag(sc.bc2) + mag(s1) * sc.bc2.e / mag(sc.bc2) ** 2 + E(sh)
+            dd.e = self.sqrt_prop(qh, sh) + E(qh) + eps.e + E(dd)
+        self.check_divisor(dd, m1)
         if out.k != FIN:
             return out
         mbc1, mbc2, mdd = mag(sc.bc1), mag(sc.bc2), mag(dd)
@@ -261,6 +289,7 @@ class _Graph:
     def element(self, sc: _Scalars, hp: dict[str, X], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
         """spec: adabelief_step for one element."""
         ev = self.ev
+        self.unsafe = False
         gc = self.gradient(g, w, hp["rescale"], sc, clip)
         m1 = self.first_moment(hp["beta1"], m, gc)
         if ev.mode is None and gc.k == FIN and m.k == FIN and m1.k == FIN:
@@ -280,6 +309,8 @@ class _Graph:
         if w1.k == FIN:
             w1.e = w.e + delta.e + ev.E(w1)
         return {"w": w1, "m": m1, "s": s1}
+
+    unsafe = False
 
     def w16(self, w1: X) -> X:
         """The float16 copy of the float32 master weight: one more rounding, in float16."""
@@ -326,12 +357,16 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
     t = [p.t for p in case.params]
     mults = [(ev.const(p.lr_mult), ev.const(p.wd_mult)) for p in case.params]
     steps: list[list[dict[str, list[X]]]] = []
+    any_mask: list[list[dict[str, list[bool]]]] = []  # elements the analysis cannot vouch for
+    tainted: set[tuple[int, int]] = set()
     for k, step in enumerate(case.steps):
         rescale_value = case.rescale_at(k)
         rescale = ev.const(rescale_value)
         skip = profile.rescale_skip == "skip-when-zero-or-nonfinite" and (
             rescale_value == 0 or rescale.k != FIN)
         out_step = []
+        unsafe_now: set[tuple[int, int]] = set()
+        any_mask.append([{} for _ in case.params])
         for i in range(len(case.params)):
             t[i] += 1
             if skip:
@@ -342,6 +377,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
                 hpx = dict(leaves, rescale=rescale)
                 new = {"w": [], "m": [], "s": []}
                 for j, gval in enumerate(step.grads[i]):
+                    graph.unsafe = False
                     g = ev.const(gval)
                     g.e = ev.zero
                     saw_nonfinite |= g.k != FIN
@@ -349,14 +385,20 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
                                         state[i]["s"][j], clip)
                     for n in ("w", "m", "s"):
                         new[n].append(res[n])
+                    if graph.unsafe:
+                        unsafe_now.add((i, j))
             state[i] = new
             outs = dict(new)
             if spec.multi_precision:
                 outs["w16"] = [graph.w16(x) for x in new["w"]]
+            for n in outs:  # w depends on the step; later steps depend on everything
+                any_mask[-1][i][n] = [(i, j) in tainted or ((i, j) in unsafe_now and n in ("w", "w16"))
+                                      for j in range(len(outs[n]))]
             saw_nonfinite |= any(x.k != FIN for lst in outs.values() for x in lst)
             out_step.append(outs)
         steps.append(out_step)
-    return CaseEvaluation(steps, ev.overflowed, saw_nonfinite or rescale_nonfinite(case), impl_defined)
+        tainted |= unsafe_now
+    return CaseEvaluation(steps, ev.overflowed, saw_nonfinite or rescale_nonfinite(case), impl_defined, any_mask)
 
 
 def rescale_nonfinite(case: CaseInputs) -> bool:

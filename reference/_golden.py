@@ -190,6 +190,7 @@ def _golden_at(case: CaseInputs, prec: int) -> GoldenCase:
         for i, outs in enumerate(step):
             out_step.append({
                 n: [
+                    (Special("any"),) if exact.any_mask[k][i][n][j] else
                     _admissible(_combine(rounder, fmts[n], [x] + [o.steps[k][i][n][j] for o in others]),
                                 fmts[n], exact.overflowed)
                     for j, x in enumerate(outs[n])

@@ -7,6 +7,7 @@ import math
 import tracemalloc
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,11 +183,11 @@ def test_subnormals_are_not_flushed() -> None:
     assert not subnormals_flushed()
 
 
-def _random_opt(dtype: str = "float32", n: int = 1000, **kw: object) -> FusedAdaBelief:
+def _random_opt(dtype: str = "float32", n: int = 1000, **kw: Any) -> FusedAdaBelief:
     rng = np.random.default_rng(3)
     sizes = [n // 2, n // 4, n - n // 2 - n // 4]
     opt = FusedAdaBelief(sizes, dtype, w=rng.standard_normal(n), m=rng.standard_normal(n) * 0.1,
-                         s=rng.random(n) * 0.01, **kw)  # type: ignore[arg-type]
+                         s=rng.random(n) * 0.01, **kw)
     opt.grad[...] = rng.standard_normal(n)
     return opt
 
@@ -226,7 +227,6 @@ def test_chunking_does_not_change_a_bit(dtype: str) -> None:
 
 
 def test_flat_buffer_api_updates_views_in_place() -> None:
-    shapes = [(2, 3), 4, (0,), (5, 1)]
     rng = np.random.default_rng(5)
     weights = [rng.standard_normal(sh).astype(np.float32) for sh in [(2, 3), (4,), (0,), (5, 1)]]
     hp = Hyperparameters(wd=0.01)
