@@ -230,6 +230,10 @@ class _Graph:
         if d.k == FIN:
             d.e = (self.sqrt_prop(q, s1) + E(q) if q.k == FIN else 0) + eps.e + E(d)
         self.check_divisor(d, m1)
+        em = ev.mul(sc.eta, m1)  # the numerator of the (eta*m)/d form
+        if em.k == FIN:
+            em.e = mag(sc.eta) * m1.e + mag(m1) * sc.eta.e + E(em)
+            self.check_divisor(d, em)
         if out.k == FIN:
             md = mag(d)
             if md == 0:
@@ -302,15 +306,28 @@ class _Graph:
             r.e = gc.e + m1.e + ev.E(r)
         r2 = ev.mul(r, r)
         if r2.k == FIN:
-            r2.e = 2 * ev.mag(r) * r.e + ev.E(r2)
+            # |(r+d)^2 - r^2| <= 2|r|d + d^2: the square term matters where r is (nearly) zero.
+            r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)
         s1 = self.second_moment(hp["beta2"], s, r2, hp["epsilon"])
         delta = self.step_size(sc, m1, s1, hp["epsilon"])
         w1 = ev.sub(w, delta)
         if w1.k == FIN:
             w1.e = w.e + delta.e + ev.E(w1)
+        for x in (gc, m1, r, r2, s1, delta, w1):
+            self.check_range(x)
         return {"w": w1, "m": m1, "s": s1}
 
-    unsafe = False
+    unsafe = False  # w of this element is implementation-defined from this step on
+    unsafe_all = False  # every output of this element is, from this step on
+
+    def check_range(self, x: X) -> None:
+        """Flag the element when an intermediate may overflow within its error bound although
+        its exact value does not: a conforming evaluation may then produce an infinity (or a
+        NaN from it) that no admissible form of the exact values shows."""
+        if x.k == FIN and x.e:
+            m = self.ev.mag(x)
+            if m < self.ev.threshold.a <= m + x.e:
+                self.unsafe_all = True
 
     def w16(self, w1: X) -> X:
         """The float16 copy of the float32 master weight: one more rounding, in float16."""
@@ -377,7 +394,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
                 hpx = dict(leaves, rescale=rescale)
                 new = {"w": [], "m": [], "s": []}
                 for j, gval in enumerate(step.grads[i]):
-                    graph.unsafe = False
+                    graph.unsafe = graph.unsafe_all = False
                     g = ev.const(gval)
                     g.e = ev.zero
                     saw_nonfinite |= g.k != FIN
@@ -387,6 +404,8 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
                         new[n].append(res[n])
                     if graph.unsafe:
                         unsafe_now.add((i, j))
+                    if graph.unsafe_all:
+                        tainted.add((i, j))
             state[i] = new
             outs = dict(new)
             if spec.multi_precision:
