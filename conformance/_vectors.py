@@ -247,6 +247,9 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
     for group in doc["testGroups"]:
         for test in group["tests"]:
             cases.append(_parse_case(name, suite, group, test))
+    if doc.get("numberOfTests") != len(cases):
+        raise InvalidVector(f"{name}: numberOfTests = {doc.get('numberOfTests')!r} but the file holds "
+                            f"{len(cases)} tests; the file is truncated or edited: restore or regenerate it")
     return cases
 
 
@@ -286,7 +289,13 @@ def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
             else:
                 files = sorted(p for p in target.glob("*.json") if p.name != "manifest.json")
             for f in files:
-                cases.extend(load_file(f, validate))
+                loaded = load_file(f, validate)
+                if check_manifest:
+                    listed = manifest["files"][f.name].get("numberOfTests")
+                    if listed != len(loaded):
+                        raise InvalidVector(f"{f}: holds {len(loaded)} tests, manifest.json lists {listed!r}; "
+                                            "restore or regenerate the vectors")
+                cases.extend(loaded)
         elif target.exists():
             cases.extend(load_file(target, validate))
         else:

@@ -96,3 +96,12 @@ def test_missing_path_and_duplicate_ids(tmp_path: Path) -> None:
     shutil.copy(VECTORS / "defaults.json", one)
     with pytest.raises(InvalidVector, match="also appears in"):
         load_vectors([one, one])
+
+
+def test_number_of_tests_must_match(vec_copy: Path) -> None:
+    path = vec_copy / "defaults.json"
+    doc = json.loads(path.read_text())
+    doc["numberOfTests"] += 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidVector, match=r"defaults\.json: numberOfTests = \d+ but the file holds \d+ tests"):
+        load_file(path)
