@@ -11,6 +11,17 @@ import math
 
 import numpy as np
 import pytest
+from adabelief_reference import (
+    DTYPES,
+    CaseInputs,
+    Hyperparameters,
+    ParamInput,
+    StepInput,
+    golden,
+    tolerances,
+)
+from adabelief_reference._generate import _hp_json, _test_json
+from adabelief_reference._suites import Test as VectorTest
 
 from adabelief_conformance._catalogue import VARIANTS, CatalogueImplementation
 from adabelief_conformance._compare import run_case
@@ -18,9 +29,6 @@ from adabelief_conformance._naive import NaiveNumpy
 from adabelief_conformance._native import NativeHostBackend
 from adabelief_conformance._numpy_backend import NumpyBackend
 from adabelief_conformance._vectors import _parse_case
-from adabelief_reference import DTYPES, CaseInputs, Hyperparameters, ParamInput, StepInput, golden, tolerances
-from adabelief_reference._generate import _hp_json, _test_json
-from adabelief_reference._suites import Test as VectorTest
 
 _NP = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 _SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0]
