@@ -34,7 +34,7 @@ from ._compare import (
 )
 from ._errors import UsageError
 from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case
-from ._vectors import ExpectedArray, VectorCase, bundled_vectors_dir, load_file, verify_manifest
+from ._vectors import ExpectedArray, VectorCase, load_vectors
 
 if TYPE_CHECKING:
     from ._expectations import Entry, Expectations
@@ -76,38 +76,9 @@ Progress = Callable[["CaseResult", int, int], None]
 
 def load_cases(paths: Sequence[Path] | None = None, suites: Collection[str] | None = None,
                validate: bool = True) -> list[VectorCase]:
-    """Load vector files and folders (default: the bundled vectors), checking manifests.
-
-    With ``suites``, a folder's files named ``<suite>.json`` are the only ones parsed (when every
-    requested suite has such a file): a one-suite run does not pay for parsing 10 MB of JSON.
-    Every listed file is still checked against the manifest's sha256.
-    """
-    targets = list(paths) if paths else [bundled_vectors_dir()]
-    cases: list[VectorCase] = []
-    for target in targets:
-        if target.is_dir():
-            manifest = verify_manifest(target)
-            names = sorted(manifest["files"])
-            if suites:
-                stems = {Path(n).stem: n for n in names}
-                if all(s in stems for s in suites):
-                    names = sorted(stems[s] for s in set(suites))
-            for name in names:
-                cases.extend(load_file(target / name, validate))
-        elif target.exists():
-            cases.extend(load_file(target, validate))
-        else:
-            from ._errors import InvalidVector
-
-            raise InvalidVector(f"{target}: no such file or folder")
-    seen: dict[str, str] = {}
-    for c in cases:
-        if c.id in seen:
-            from ._errors import InvalidVector
-
-            raise InvalidVector(f"{c.file}: case id {c.id} also appears in {seen[c.id]}; ids must be unique")
-        seen[c.id] = c.file
-    return cases
+    """Load vector files and folders (default: the bundled vectors), checking manifests; with
+    ``suites``, parse only those suites' files (see :func:`load_vectors`)."""
+    return load_vectors(paths, validate=validate, suites=suites)
 
 
 def select_cases(cases: Iterable[VectorCase], profiles: Collection[str] | None = None,
