@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -335,41 +336,19 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _result_code(result: Any) -> int:
-    """An exit code from what a delegated command returns (int, bool, list of failures, ...)."""
-    if result is None:
-        return 0
-    if isinstance(result, bool):
-        return 0 if result else 1
-    if isinstance(result, int):
-        return result
-    for attr in ("exit_code", "returncode"):
-        if isinstance(getattr(result, attr, None), int):
-            return int(getattr(result, attr))
-    for attr in ("ok", "passed", "conforming"):
-        if isinstance(getattr(result, attr, None), bool):
-            return 0 if getattr(result, attr) else 1
-    failures = getattr(result, "failures", result)
-    if isinstance(failures, Sequence) and not isinstance(failures, str):
-        return 1 if len(failures) else 0
-    return 0
-
-
 def _cmd_fuzz(args: argparse.Namespace) -> int:
     mod = _import("_fuzz", "fuzz")
     if args.max_examples < 1:
         raise UsageError("--max-examples must be >= 1")
     impl = _resolve(args)
     try:
-        result = mod.fuzz(impl, args.profile, args.dtype, args.max_examples, args.seed, args.out)
+        result = mod.fuzz(impl, profile=args.profile, dtype=args.dtype, max_examples=args.max_examples,
+                          seed=args.seed, out_path=Path(args.out) if args.out else None)
     finally:
         _close(impl)
-    summary = getattr(result, "summary", None)
-    if callable(summary):
-        summary = summary()
-    if isinstance(summary, str):
-        print(summary)
-    return _result_code(result)
+    target = shlex.quote(args.target) if args.target else f"--cmd {shlex.quote(args.cmd)}"
+    print(result.message.replace("check TARGET", f"check {target}"))
+    return 1 if result.failed else 0
 
 
 def _call_with(fn: Callable[..., Any], options: dict[str, tuple[tuple[str, ...], Any, bool]]) -> Any:

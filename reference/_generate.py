@@ -184,7 +184,8 @@ def collect_tests(suites: Iterable[str] | None = None) -> list[tuple[str, Test]]
     return out
 
 
-def _document(suite: str, items: list[tuple[Test, GoldenCase]], mpmath_version: str) -> dict[str, Any]:
+def _document(suite: str, items: list[tuple[Test, GoldenCase]], mpmath_version: str,
+              description: str | None = None) -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {}
     used_flags: set[str] = set()
     for test, g in items:
@@ -200,7 +201,8 @@ def _document(suite: str, items: list[tuple[Test, GoldenCase]], mpmath_version: 
             }
         groups[key]["tests"].append(_test_json(suite, test, g))
         used_flags.update(test.flags)
-    description, _ = SUITES[suite]
+    if description is None:
+        description, _ = SUITES[suite]
     return {
         "format": FORMAT_NAME,
         "formatVersion": FORMAT_VERSION,

@@ -416,9 +416,9 @@ def test_delegated_commands_get_their_arguments(capsys, monkeypatch) -> None:
     diag.format_diagnosis = lambda rows: f"rows: {rows}"  # type: ignore[attr-defined]
     fuzz = types.ModuleType("adabelief_conformance._fuzz")
 
-    def fuzz_fn(impl, profile, dtype, max_examples, seed, out_path):
+    def fuzz_fn(impl, *, profile, dtype, max_examples, seed, out_path):
         calls["fuzz"] = (impl.name, profile, dtype, max_examples, seed, out_path)
-        return ["a counterexample"]
+        return types.SimpleNamespace(failed=True, message="a counterexample")
 
     fuzz.fuzz = fuzz_fn  # type: ignore[attr-defined]
     for mod in (bench, diag, fuzz):
