@@ -167,9 +167,13 @@ def numpy_factory(chunk_size: int = DEFAULT_CHUNK) -> StepFactory:
 
 
 def numba_factory(parallel: bool) -> StepFactory:
-    from ._numba_backend import NumbaFlatStepper, numba_kernels
+    from ._numba_backend import NumbaFlatStepper
 
-    numba_kernels(parallel)  # import numba and compile now: a failure skips the backend
+    # Import numba and compile the float32 kernel now, on a one-element problem (Numba compiles
+    # on the first call, not at njit): a failure skips the backend, and the compile (or the
+    # load from Numba's disk cache) is neither timed nor used to size the samples.
+    one = np.ones(1, dtype=np.float32)
+    NumbaFlatStepper(FlatPlan([1]), one.copy(), one.copy(), one.copy(), parallel=parallel).step(one)
 
     def make(p: BenchProblem) -> Callable[[], object]:
         st = NumbaFlatStepper(p.plan(), *p.state(), parallel=parallel)
@@ -326,6 +330,17 @@ class BenchResults:
         return table
 
 
+def _console() -> Any:
+    """Rich's console for the table. Off a terminal (a pipe, a CI log) rich assumes 80 columns
+    and squeezes every cell into several lines; give it room for one row of text per line."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(160, console.width))
+    return console
+
+
 def _ms(seconds: float) -> str:
     ms = seconds * 1e3
     return f"{ms:.3f} ms" if ms < 1 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
@@ -383,9 +398,7 @@ def run_bench(
     ``quick``: tiny sizes (and ResNet-50's shapes scaled down 1000x), 3 repeats: a smoke run.
     Unavailable backends are skipped with the reason printed and recorded.
     """
-    from rich.console import Console
-
-    out = console if console is not None else Console()
+    out = console if console is not None else _console()
     if sizes is None:
         sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     if min_sample_s is None:

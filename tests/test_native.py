@@ -217,8 +217,8 @@ def random_grad(rng: np.random.Generator, plan: FlatPlan) -> np.ndarray:
     return g
 
 
-# Tensor sizes around the device chunk (4096) and the numba chunk (16384), and empty ones.
-BIT_SIZES = (1, 0, 4095, 4096, 4097, 16385, 3)
+# Tensor sizes around the device chunk (4096) and the numba chunk (65536), and empty ones.
+BIT_SIZES = (1, 0, 4095, 4096, 4097, 16385, 65537, 3)
 CLIPS = (None, 0.5, 0.0, -1.0)
 
 
