@@ -86,7 +86,9 @@ RESNET50_SHAPES: tuple[tuple[int, ...], ...] = _resnet50_shapes()
 DEFAULT_SIZES: tuple[int, ...] = (10_000, 100_000, 1_000_000, 10_000_000, 30_000_000)
 QUICK_SIZES: tuple[int, ...] = (1_000, 20_000)
 BYTES_PER_ELEMENT = 7 * 4  # float32: read w, m, s, g; write w, m, s
-BUILTIN_BACKENDS: tuple[str, ...] = ("naive", "numpy", "numba", "numba-parallel", "cupy")
+BUILTIN_BACKENDS: tuple[str, ...] = ("naive", "numpy", "numba", "numba-parallel", "cupy", "cupy-probe")
+# The device counterpart of the probe: one kernel that reads w, g, m, s and writes w, m, s.
+GPU_PROBE = "cupy-probe"
 PROBE = "probe"
 
 
@@ -205,6 +207,41 @@ def cupy_factory() -> StepFactory:
     return make
 
 
+def cupy_probe_factory() -> StepFactory:
+    """A device-to-device 4-read/3-write stream: the bandwidth a fused step can at best reach."""
+    from ._cupy_backend import device_available
+
+    ok, reason = device_available()
+    if not ok:
+        raise RuntimeError(reason)
+    import cupy
+
+    kernel = cupy.ElementwiseKernel("float32 g", "float32 w, float32 m, float32 s",
+                                    "w = w + g; m = -m; s = -s;", "adabelief_bandwidth_probe")
+
+    def make(p: BenchProblem) -> Callable[[], object]:
+        w, m, s = (cupy.asarray(x) for x in p.state())
+        g = cupy.asarray(p.g)
+        stream = cupy.cuda.get_current_stream()
+
+        def step() -> None:
+            kernel(g, w, m, s)
+            stream.synchronize()
+
+        return step
+
+    return make
+
+
+def gpu_bandwidth_fractions(res: BenchResults) -> dict[str, float]:
+    """Per problem, the CuPy step's share of the device probe's bandwidth (1.0 = as fast)."""
+    out = {}
+    for p in res.problems:
+        if "cupy" in p.timings and GPU_PROBE in p.timings:
+            out[p.name] = p.timings[GPU_PROBE].best / p.timings["cupy"].best
+    return out
+
+
 def _builtin_factory(name: str) -> StepFactory:
     """The factory of a bundled backend; raises (ImportError, RuntimeError...) when unavailable."""
     if name == "naive":
@@ -215,6 +252,8 @@ def _builtin_factory(name: str) -> StepFactory:
         return numba_factory(parallel=name == "numba-parallel")
     if name == "cupy":
         return cupy_factory()
+    if name == GPU_PROBE:
+        return cupy_probe_factory()
     raise ValueError(f"unknown backend {name!r}; built in: {', '.join(BUILTIN_BACKENDS)}")
 
 
@@ -463,6 +502,11 @@ def run_bench(
     }
     res = BenchResults(results, machine_info(), config, skipped)
     out.print(res.table())
+    fractions = gpu_bandwidth_fractions(res)
+    if fractions:
+        config["cupy_fraction_of_device_probe"] = fractions
+        out.print("cupy vs the device 4-read/3-write probe (goal >= 85% at >= 2^24 elements, "
+                  ">= 70% for resnet50): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in fractions.items()))
     if json_path is not None:
         Path(json_path).write_text(json.dumps(res.to_json(), indent=2) + "\n")
         out.print(f"wrote {json_path}")

@@ -130,3 +130,18 @@ def test_command_line_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
                  "--repeats", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["problem"] for r in data["results"]] == ["1000"]
+
+
+@pytest.mark.gpu
+def test_gpu_benchmark_reports_the_share_of_device_bandwidth() -> None:
+    from adabelief_conformance._cupy_backend import device_available
+
+    ok, reason = device_available()
+    if not ok:
+        pytest.skip(f"no CUDA device: {reason}")
+    from adabelief_conformance._bench import gpu_bandwidth_fractions, run_bench
+
+    res = run_bench(sizes=[1 << 20], resnet50=False, backends=("cupy", "cupy-probe"), quick=True)
+    fractions = gpu_bandwidth_fractions(res)
+    assert set(fractions) == {"1M"} or len(fractions) == 1
+    assert all(0 < f < 10 for f in fractions.values())
