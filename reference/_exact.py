@@ -9,6 +9,7 @@ node's own operations, maximised over the admissible evaluation forms.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from ._arith import FIN, FORMS, POW_WEIGHT, Evaluator, X
@@ -346,6 +347,31 @@ def _clip_enabled(c: float | None, profile: Profile) -> tuple[bool, bool]:
     return False, profile.clip_nonpositive == "implementation-defined"
 
 
+def _rounding_changes_class(case: CaseInputs) -> bool:
+    """True when rounding a hyperparameter to the compute format changes what it is: a finite
+    value becomes infinite, a nonzero one zero, or a beta becomes 1. An implementation may round
+    hyperparameters (spec/dtypes.md), and then computes with a different kind of number (inf * 0
+    is NaN, 1 - beta1 = 0 divides by zero) than the exact analysis assumes: the case is
+    implementation-defined (spec/error-model.md#limits)."""
+    fmt = case.dtype_spec.compute
+    hp = case.hyperparameters
+    values = [hp.learning_rate, hp.epsilon, hp.wd, hp.clip_gradient]
+    values += [case.rescale_at(k) for k in range(len(case.steps))]
+    values += [x for p in case.params for x in (p.lr_mult, p.wd_mult)]
+    for x in values:
+        if x is None or x != x or x in (float("inf"), float("-inf")) or x == 0:
+            continue
+        r = fmt.round_fraction(Fraction(x))
+        if r == 0 or r in (float("inf"), float("-inf")):
+            return True
+    for b in (hp.beta1, hp.beta2):
+        if b == b and b not in (float("inf"), float("-inf")) and b != 1:
+            r = fmt.round_fraction(Fraction(b)) if b else 0.0
+            if r == 1 or (b != 0 and r == 0) or r in (float("inf"), float("-inf")):
+                return True
+    return False
+
+
 def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) -> CaseEvaluation:
     """Evaluate all steps of a case at interval precision ``prec`` in one mode (see Evaluator)."""
     profile = profile_named(case.profile)
@@ -361,6 +387,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
         "wd": ev.const(hp.wd),
     }
     clip_on, impl_defined = _clip_enabled(hp.clip_gradient, profile)
+    impl_defined = impl_defined or _rounding_changes_class(case)
     clip = ev.const(hp.clip_gradient) if clip_on and hp.clip_gradient is not None else None
     saw_nonfinite = any(x.k != FIN for x in leaves.values())
     state = []

@@ -109,3 +109,13 @@ def test_sigma_is_plain_ulp_scale_in_benign_cases() -> None:
     for name in ("w", "m", "s"):
         e = g.steps[0][0][name][0][0]
         assert abs(e.value) <= e.sigma <= 40 * abs(e.value)
+
+
+def test_hyperparameter_rounding_that_changes_class_is_implementation_defined() -> None:
+    # float32: 1e-50 rounds to 0 and 0.9999999999999999 to 1; float64 keeps both.
+    for hp in (Hyperparameters(rescale_grad=1e-50), Hyperparameters(beta1=0.9999999999999999),
+               Hyperparameters(beta2=1e-123)):
+        g32 = golden(_case(dtype="float32", hp=hp, w=(1.0,), g=(math.inf,)))
+        assert all(e == (Special("any"),) for e in g32.steps[0][0]["w"] + g32.steps[0][0]["m"])
+    g64 = golden(_case(dtype="float64", hp=Hyperparameters(rescale_grad=1e-50), w=(1.0,), g=(0.5,)))
+    assert isinstance(g64.steps[0][0]["m"][0][0], Finite)
