@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -283,5 +283,3 @@ def catalogue(entries: dict[str, Knobs]) -> list[CatalogueImplementation]:
 def variants_for(names: Sequence[str] | None = None) -> list[CatalogueImplementation]:
     return catalogue({k: v for k, v in VARIANTS.items() if names is None or k in names})
 
-
-_ = replace

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 from ._formats import Format
@@ -329,14 +329,13 @@ def suite_magnitudes(b: Builder) -> list[Test]:
 def suite_trajectories(b: Builder) -> list[Test]:
     tests = []
     for k, hp in enumerate((HP(), HP(learning_rate=0.01, wd=0.01, clip_gradient=1.0), HP(beta1=0.5, beta2=0.99, epsilon=1e-8))):
-        n, nsteps = 3, 120
+        nsteps = 120
         w = [0.5, -0.2, 1e-3]
         drift = [0.05, -0.01, 1e-4]
         steps = [[[d + signed(b.rng, loguniform(b.rng, abs(d) / 10 + 1e-6, abs(d) * 4 + 1e-4)) for d in drift]]
                  for _ in range(nsteps)]
         tests.append(Test(b.case(hp, [b.param(w)], steps),
                           f"trajectory of {nsteps} steps (set {k})", ("Trajectory",)))
-        del n
     return tests
 
 
@@ -372,5 +371,3 @@ SUITES: dict[str, tuple[str, Callable[[Builder], list[Test]]]] = {
     "trajectories": ("Trajectories of 120 steps.", suite_trajectories),
     "multi-parameter": ("Several parameters with their own t, lr_mult and wd_mult.", suite_multi_parameter),
 }
-
-_ = replace
