@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
+from adabelief_reference import Profile, profile_named, profile_names
 
 from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
-__all__ = ["MUTANTS", "VARIANTS", "CatalogueImplementation", "Knobs"]
+__all__ = ["MUTANTS", "VARIANTS", "CatalogueImplementation", "Knobs", "applies_to"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,10 @@ class Knobs:
     weight_decay: str = "profile"  # profile | swapped | decoupled | ignored
     clip: str = "profile"  # profile | ignored
     rescale: str = "before-clip"  # before-clip | ignored | after-clip
-    epsilon: str = "mxnet"  # mxnet | not-in-s | not-stored | outside-bias-correction | twice
+    epsilon: str = "profile"  # profile | not-in-s | not-stored | twice
+    # profile | before-bias-correction | after-bias-correction: a forced epsilon_denominator
+    epsilon_denominator: str = "profile"
+    stored_epsilon: str = "profile"  # profile | epsilon | eps_root: a forced stored_epsilon
     residual: str = "new-m"  # new-m | old-m | bias-corrected-m
     bias_correction: str = "sqrt-bc2"  # sqrt-bc2 | none | bc2
     t_offset: int = 0
@@ -39,6 +43,10 @@ class Knobs:
     skip_rule: str = "profile"  # profile | never | not-counted
     # --- admissible arithmetic ---------------------------------------------------------------
     moments_form: str = "canonical"  # canonical: b*x + (1-b)*y | fused: b*(x-y) + y
+    # first moment only: canonical | fused | plain: m + (1-b1)*(g-m) | lerp: torch.lerp(m, g, 1-b1)
+    first_moment_form: str = "as-moments"
+    omit_zero_decay: bool = False  # leave the decay term out when wd_i == 0 (no 0*w)
+    root_form: str = "ratio"  # epsilon after the bias correction: sqrt(s/bc2) | roots: sqrt(s)/sqrt(bc2)
     update_form: str = "eta"  # eta: eta*(m/d) | lrm: (eta*m)/d | hat: lr*(m/bc1)/(sqrt(s/bc2)+eps/sqrt(bc2))
     one_minus_beta_in_double: bool = False  # MXNet step(): (1 - beta) from Python doubles
     bias_correction_in_compute_dtype: bool = False
@@ -50,7 +58,12 @@ class Knobs:
 MUTANTS: dict[str, Knobs] = {
     "epsilon not added to s": Knobs(epsilon="not-in-s"),
     "epsilon added to s but not stored": Knobs(epsilon="not-stored"),
-    "epsilon after bias correction, sqrt(s_hat)+eps": Knobs(epsilon="outside-bias-correction"),
+    "epsilon after bias correction, sqrt(s_hat)+eps": Knobs(epsilon_denominator="after-bias-correction"),
+    "epsilon before bias correction, sqrt(s)+eps (MXNet's placement)":
+        Knobs(epsilon_denominator="before-bias-correction"),
+    "epsilon added again before the bias correction of s (the paper's sqrt((s+eps)/bc2))":
+        Knobs(epsilon_denominator="after-bias-correction-with-transient-epsilon"),
+    "epsilon stored in s instead of eps_root": Knobs(stored_epsilon="epsilon"),
     "epsilon added twice inside the root": Knobs(epsilon="twice"),
     "residual with the old m": Knobs(residual="old-m"),
     "residual with the bias-corrected m": Knobs(residual="bias-corrected-m"),
@@ -83,7 +96,29 @@ VARIANTS: dict[str, Knobs] = {
     "FMA-contracted evaluation": Knobs(fma=True),
     "FMA with the fused algebra": Knobs(fma=True, moments_form="fused"),
     "float64 compute, rounded at the end": Knobs(compute_in_float64=True),
+    "first moment as torch.lerp (timm, pytorch-optimizer)": Knobs(first_moment_form="lerp"),
+    "first moment as m + (1-b1)*(g-m)": Knobs(first_moment_form="plain"),
+    "zero weight decay term left out": Knobs(omit_zero_decay=True),
+    "lerp first moment, zero decay left out, sqrt(s)/sqrt(bc2) (PyTorch libraries)":
+        Knobs(first_moment_form="lerp", omit_zero_decay=True, root_form="roots",
+              one_minus_beta_in_double=True, update_form="lrm"),
 }
+
+
+def applies_to(knobs: Knobs, profile: Profile) -> bool:
+    """Whether the mutant ``knobs`` is a mistake under ``profile`` at all.
+
+    A mutant that forces a choice to the value the profile declares anyway, or that changes a
+    rule the profile never applies (the skip rule under ``rescale_skip = never``), computes what
+    the profile computes: the meta-test does not expect the vectors to catch it there.
+    """
+    if knobs.epsilon_denominator == profile.epsilon_denominator:
+        knobs = replace(knobs, epsilon_denominator="profile")
+    if knobs.stored_epsilon == profile.stored_epsilon:
+        knobs = replace(knobs, stored_epsilon="profile")
+    if profile.rescale_skip == "never":
+        knobs = replace(knobs, skip_rule="profile")
+    return knobs != Knobs()
 
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -116,7 +151,7 @@ class CatalogueImplementation:
     """An Implementation whose arithmetic is set by :class:`Knobs`."""
 
     version = "catalogue"
-    profiles = frozenset({"mxnet", "mxnet-doc"})
+    profiles = frozenset(profile_names())
     dtypes = frozenset({"float32", "float64", "float16-mp"})
 
     def __init__(self, name: str, knobs: Knobs) -> None:
@@ -162,7 +197,7 @@ class CatalogueImplementation:
 
     def _skips(self, profile: str, rescale: float) -> bool:
         rule = self.knobs.skip_rule
-        if rule == "never" or (rule == "profile" and profile != "mxnet"):
+        if rule == "never" or profile_named(profile).rescale_skip == "never":
             return False
         return rescale == 0 or not math.isfinite(rescale)
 
@@ -185,7 +220,8 @@ class CatalogueImplementation:
             clip = None if clip is None else float(C(clip))
         r = C(rescale)
         clip_on = clip is not None and clip > 0 and kn.clip == "profile"
-        order = "before" if req.profile == "mxnet" else "after"
+        prof = profile_named(req.profile)
+        order = "before" if prof.weight_decay == "coupled-before-clip" else "after"
         if kn.weight_decay == "swapped":
             order = "after" if order == "before" else "before"
         wd_mode = kn.weight_decay if kn.weight_decay in ("decoupled", "ignored") else order
@@ -195,13 +231,14 @@ class CatalogueImplementation:
 
         gs = g if kn.rescale == "ignored" else (g * r if kn.rescale == "before-clip" else g)
         wdw = C(wd_i) * w
+        omit = kn.omit_zero_decay and wd_i == 0
         if wd_mode == "before":
-            gc = clamp(mul_add(C(wd_i), w, gs) if kn.fma else gs + wdw)
+            gc = clamp(gs if omit else (mul_add(C(wd_i), w, gs) if kn.fma else gs + wdw))
         elif wd_mode == "after":
             gc = clamp(gs)
             if kn.rescale == "after-clip":
                 gc = gc * r
-            gc = gc + wdw
+            gc = gc if omit else gc + wdw
         else:
             gc = clamp(gs)
         if kn.rescale == "after-clip" and wd_mode != "after":
@@ -211,8 +248,14 @@ class CatalogueImplementation:
         b1c, b2c = C(b1), C(b2)
         om1 = C(1.0 - b1) if kn.one_minus_beta_in_double else C(1) - b1c
         om2 = C(1.0 - b2) if kn.one_minus_beta_in_double else C(1) - b2c
-        if kn.moments_form == "fused":
+        m_form = kn.moments_form if kn.first_moment_form == "as-moments" else kn.first_moment_form
+        if m_form == "fused":
             m1 = mul_add(b1c, m - gc, gc)
+        elif m_form == "plain":
+            m1 = (m + om1 * (gc - m)).astype(ct)
+        elif m_form == "lerp":  # torch.lerp(m, g, w): its two branches, w rounded from double
+            wgt = C(1.0 - b1)
+            m1 = (m + wgt * (gc - m) if wgt < 0.5 else gc - (gc - m) * (C(1) - wgt)).astype(ct)
         else:
             m1 = mul_add(b1c, m, om1 * gc)
 
@@ -232,14 +275,16 @@ class CatalogueImplementation:
         res = res.astype(ct)
         r2 = res * res
         eps_c = C(eps)
+        stored = prof.stored_epsilon if kn.stored_epsilon == "profile" else kn.stored_epsilon
+        eps_s = eps_c if stored == "epsilon" else C(hp.eps_root)
         if kn.moments_form == "fused":
             base = mul_add(b2c, s - r2, r2)
         else:
             base = mul_add(b2c, s, om2 * r2)
-        s_store = base if kn.epsilon in ("not-in-s", "not-stored") else (base + eps_c).astype(ct)
-        s_den = (base + eps_c).astype(ct) if kn.epsilon == "not-stored" else s_store
+        s_store = base if kn.epsilon in ("not-in-s", "not-stored") else (base + eps_s).astype(ct)
+        s_den = (base + eps_s).astype(ct) if kn.epsilon == "not-stored" else s_store
         if kn.epsilon == "twice":
-            s_den = (s_den + eps_c).astype(ct)
+            s_den = (s_den + eps_s).astype(ct)
 
         if kn.bias_correction == "none" or not req.hyperparameters.correct_bias:
             eta = C(lr_i)
@@ -254,9 +299,20 @@ class CatalogueImplementation:
                 eta = C(lr_i * f / den) if den else C(math.inf)
             bc1x, bc2x = bc1, bc2
 
-        if kn.epsilon == "outside-bias-correction":
-            lr_b = C(lr_i) / bc1x if kn.bias_correction != "none" else C(lr_i)
-            step_ = lr_b * m1 / (np.sqrt(s_den / bc2x) + eps_c)
+        placement = prof.epsilon_denominator if kn.epsilon_denominator == "profile" else kn.epsilon_denominator
+        if placement != "before-bias-correction":
+            if placement == "after-bias-correction-with-transient-epsilon":
+                s_den = (s_den + eps_c).astype(ct)  # transient: not stored
+            bc2y = bc2x * bc2x if kn.bias_correction == "bc2" else bc2x
+            if kn.root_form == "roots":
+                d = np.sqrt(s_den) / np.sqrt(bc2y) + eps_c
+            else:
+                d = np.sqrt(s_den / bc2y) + eps_c
+            if kn.update_form == "hat":
+                step_ = C(lr_i) * ((m1 / bc1x) / d)
+            else:
+                lr_b = C(lr_i) / bc1x
+                step_ = (lr_b * m1) / d if kn.update_form == "lrm" else lr_b * (m1 / d)
         elif kn.update_form == "hat" and kn.bias_correction == "sqrt-bc2":
             rb = np.sqrt(bc2x)
             step_ = C(lr_i) * ((m1 / bc1x) / (np.sqrt(s_den / bc2x) + eps_c / rb))

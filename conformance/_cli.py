@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--clip-gradient", default=None, metavar="X", help="default: no clipping")
     ref.add_argument("--lr-mult", default="1", metavar="X")
     ref.add_argument("--wd-mult", default="1", metavar="X")
+    ref.add_argument("--eps-root", default="0", metavar="X",
+                     help="the epsilon stored in s under a profile whose stored_epsilon is eps_root "
+                          "(optax; default 0)")
     ref.add_argument("--no-bias-correction", action="store_true", help="correct_bias=False")
     ref.add_argument("--json", action="store_true", help="print JSON instead of text")
     ref.set_defaults(handler=_cmd_reference)
@@ -465,6 +468,7 @@ def _cmd_reference(args: argparse.Namespace) -> int:
         StepInput,
         golden,
         hexfloat,
+        profile_named,
     )
     from adabelief_reference._exact import outputs_of
 
@@ -488,7 +492,11 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     hyper = Hyperparameters(learning_rate=hp(args.lr, "lr"), beta1=hp(args.beta1, "beta1"),
                             beta2=hp(args.beta2, "beta2"), epsilon=hp(args.epsilon, "epsilon"),
                             correct_bias=not args.no_bias_correction, wd=hp(args.wd, "wd"),
-                            rescale_grad=hp(args.rescale_grad, "rescale_grad"), clip_gradient=clip)
+                            rescale_grad=hp(args.rescale_grad, "rescale_grad"), clip_gradient=clip,
+                            eps_root=hp(args.eps_root, "eps_root"))
+    if hyper.eps_root != 0.0 and profile_named(args.profile).stored_epsilon != "eps_root":
+        raise UsageError(f"--eps-root: profile {args.profile} stores epsilon in s, not eps_root; "
+                         "use a profile whose stored_epsilon is eps_root (e.g. optax)")
     param = ParamInput(w, m, s, t=args.t, lr_mult=hp(args.lr_mult, "lr_mult"), wd_mult=hp(args.wd_mult, "wd_mult"))
     try:
         case = CaseInputs(args.profile, args.dtype, hyper, (param,), tuple(StepInput((g,)) for g in grads))
@@ -526,7 +534,8 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     h = hyper
     print("hyperparameters: " + " ".join(f"{k}={_show(v)}" for k, v in (
         ("lr", h.learning_rate), ("beta1", h.beta1), ("beta2", h.beta2), ("epsilon", h.epsilon), ("wd", h.wd),
-        ("rescale_grad", h.rescale_grad), ("lr_mult", param.lr_mult), ("wd_mult", param.wd_mult)))
+        ("rescale_grad", h.rescale_grad), ("lr_mult", param.lr_mult), ("wd_mult", param.wd_mult),
+        ("eps_root", h.eps_root)))
         + f" clip_gradient={'None' if clip is None else _show(clip)} correct_bias={h.correct_bias}")
     for k, step in enumerate(result.steps):
         print(f"after step {k} (update count t = {args.t + k + 1}):")

@@ -32,6 +32,7 @@ from ._native import (
     SUPPORTED_PROFILES,
     FlatPlan,
     FlatStepper,
+    require_kernel_profile,
     run_flat_request,
 )
 from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
@@ -200,6 +201,7 @@ class CupyFlatStepper:
     """
 
     def __init__(self, plan: FlatPlan, w: Any, m: Any, s: Any, stream: Any = None) -> None:
+        require_kernel_profile(plan, "the CuPy kernel")
         cp = _import_cupy()
         ok, reason = device_available()
         if not ok:

@@ -26,7 +26,7 @@ import json
 import math
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from adabelief_reference import (
     ParamInput,
     StepInput,
     golden,
+    profile_named,
     profile_names,
 )
 from adabelief_reference._generate import _document, dumps
@@ -214,6 +215,12 @@ def case_strategy(profile: str, dtype: str) -> st.SearchStrategy[CaseInputs]:
                                  st.sampled_from([10**6, 2**31 - 1, 2**32, _MAX_T])))
     mults = st.sampled_from([1.0, 0.5, 2.0, 0.0])
     hp_values = _hyperparameters(spec.compute)
+    if profile_named(profile).stored_epsilon == "eps_root":  # optax: its own stored epsilon
+        keep = _keep_class(spec.compute)
+        eps_roots = _mostly(st.sampled_from([0.0, 1e-16, 1e-8]),
+                            st.one_of(st.sampled_from([5e-324, 1e-45, 1.0]), st.floats(0.0, 1e3)))
+        hp_values = st.tuples(hp_values, eps_roots.map(keep)).map(
+            lambda x: replace(x[0], eps_root=x[1]))
     rescales = _mostly(st.none(), _rescale_values().map(_keep_class(spec.compute)))
 
     @st.composite
@@ -252,7 +259,7 @@ def vector_document(case: CaseInputs, comment: str = "", seed: int | None = None
 def _load_document(text: str, name: str) -> VectorCase:
     """Parse a document as ``load_file`` parses a file: JSON, the schema, the loader's parser."""
     doc = json.loads(text)
-    _validator()(doc)
+    _validator()[0](doc)
     group = doc["testGroups"][0]
     return _parse_case(name, doc["suite"], group, group["tests"][0])
 

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from adabelief_reference import Hyperparameters
+from adabelief_reference import Hyperparameters, profile_named, profile_names
 
 from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = ["NaiveNumpy", "NaiveParam", "naive_step", "naive_update"]
 
-_PROFILES = ("mxnet", "mxnet-doc")
 
 
 def naive_update(
@@ -59,19 +58,25 @@ def naive_update(
         w = w.astype(compute)
         g = g.astype(compute)  # float16 -> float32 is exact
         g = rescale * g
-        if profile == "mxnet":
+        prof = profile_named(profile)
+        if prof.weight_decay == "coupled-before-clip":
             g = g + wd_c * w
             if clip_on:
                 g = np.clip(g, -c(clip), c(clip))
-        else:  # mxnet-doc: clip, then weight decay
+        else:  # coupled-after-clip: clip, then weight decay
             if clip_on:
                 g = np.clip(g, -c(clip), c(clip))
             g = g + wd_c * w
         m = beta1 * m + (one - beta1) * g
         r = g - m
-        s = beta2 * s + (one - beta2) * (r * r) + epsilon
-        d = np.sqrt(s) + epsilon
-        w = w - eta * (m / d)
+        eps_state = epsilon if prof.stored_epsilon == "epsilon" else c(hp.eps_root)
+        s = beta2 * s + (one - beta2) * (r * r) + eps_state
+        if prof.epsilon_denominator == "before-bias-correction":
+            w = w - eta * (m / (np.sqrt(s) + epsilon))
+        else:  # epsilon after the bias correction: (lr_i/bc1) * m / (sqrt(s/bc2) + epsilon)
+            bc1, bc2 = (d(1) - d(hp.beta1) ** t, d(1) - d(hp.beta2) ** t) if hp.correct_bias else (d(1), d(1))
+            inner = s + epsilon if prof.epsilon_denominator.endswith("transient-epsilon") else s
+            w = w - c(lr_i / bc1) * (m / (np.sqrt(inner / c(bc2)) + epsilon))
     return w, m, s
 
 
@@ -93,7 +98,8 @@ def naive_step(params: Sequence[NaiveParam], grads: Sequence[np.ndarray], hp: Hy
     r = hp.rescale_grad if rescale_grad is None else float(rescale_grad)
     for p in params:
         p.t += 1  # counted even when the step is skipped
-    if profile == "mxnet" and (r == 0 or not math.isfinite(r)):
+    skip_rule = profile_named(profile).rescale_skip == "skip-when-zero-or-nonfinite"
+    if skip_rule and (r == 0 or not math.isfinite(r)):
         return False  # the skip rule: w, m, s unchanged
     for p, g in zip(params, grads):
         w, m, s = naive_update(p.w, p.m, p.s, g, p.t, p.lr_mult, p.wd_mult, hp, r, profile,
@@ -109,7 +115,7 @@ class NaiveNumpy:
 
     name = "naive"
     description = "literal NumPy transcription of the update (temporaries, per parameter)"
-    profiles = frozenset(_PROFILES)
+    profiles = frozenset(profile_names())
     dtypes = frozenset(NUMPY_DTYPES)
 
     def __init__(self) -> None:
@@ -118,8 +124,6 @@ class NaiveNumpy:
         self.version = f"{__version__} (numpy {np.__version__})"
 
     def run(self, request: RunRequest) -> list[list[ParamResult]]:
-        if request.profile not in _PROFILES:
-            raise ValueError(f"profile {request.profile!r} is not implemented by {self.name}")
         params = [NaiveParam(p.w.copy(), p.m.copy(), p.s.copy(), p.t, p.lr_mult, p.wd_mult)
                   for p in request.params]
         multi_precision = request.dtype == "float16-mp"

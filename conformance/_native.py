@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from adabelief_reference import DEFAULT_HYPERPARAMETERS, Hyperparameters, profile_named
+from adabelief_reference import (
+    DEFAULT_HYPERPARAMETERS,
+    Hyperparameters,
+    Profile,
+    profile_named,
+    profile_names,
+)
 
 from ._errors import AdapterError, UsageError
 from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
@@ -44,6 +50,7 @@ __all__ = [
     "HOST_CFLAGS",
     "HOST_SOURCE",
     "KERNELS_DIR",
+    "PLAN_PROFILES",
     "STEP_HEADER",
     "SUPPORTED_PROFILES",
     "DeviceCompileResult",
@@ -59,6 +66,7 @@ __all__ = [
     "device_ptx",
     "find_nvcc",
     "host_library",
+    "require_kernel_profile",
     "run_flat_request",
 ]
 
@@ -76,7 +84,32 @@ HOST_CFLAGS: tuple[str, ...] = (
 # any code the intrinsics miss.
 DEVICE_OPTIONS: tuple[str, ...] = ("--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
-SUPPORTED_PROFILES: tuple[str, ...] = ("mxnet", "mxnet-doc")
+
+
+def _plan_supports(profile: Profile) -> bool:
+    """The choices a FlatPlan (and the NumPy backend) implements: coupled weight decay in either
+    order, either skip rule, either stored epsilon, every epsilon placement."""
+    return profile.weight_decay in ("coupled-before-clip", "coupled-after-clip")
+
+
+def _kernel_supports(profile: Profile) -> bool:
+    """The one-pass kernel's choices (numba, cuda-host, cupy): as the plan's, with the epsilon
+    of the denominator stored in s and added to sqrt(s) before the bias correction."""
+    return (_plan_supports(profile) and profile.stored_epsilon == "epsilon"
+            and profile.epsilon_denominator == "before-bias-correction")
+
+
+# The profiles of spec/profiles.json whose choices the backends implement, read from the data.
+PLAN_PROFILES: tuple[str, ...] = tuple(p for p in profile_names() if _plan_supports(profile_named(p)))
+SUPPORTED_PROFILES: tuple[str, ...] = tuple(
+    p for p in profile_names() if _kernel_supports(profile_named(p)))
+
+
+def require_kernel_profile(plan: FlatPlan, who: str) -> None:
+    """Refuse a plan whose profile the one-pass kernel does not implement."""
+    if plan.profile not in SUPPORTED_PROFILES:
+        raise UsageError(f"profile {plan.profile!r}: {who} implements {list(SUPPORTED_PROFILES)} "
+                         "(the kernel adds epsilon to sqrt(s) before the bias correction)")
 FLAG_CLIP = 1  # AB_FLAG_CLIP in the .cuh
 FLAG_WD_AFTER_CLIP = 2  # AB_FLAG_WD_AFTER_CLIP in the .cuh
 _ABI_VERSION = 1  # ab_host_abi_version() in adabelief_host.c
@@ -88,9 +121,14 @@ _ABI_VERSION = 1  # ab_host_abi_version() in adabelief_host.c
 class StepScalars:
     """One step's launch arguments, every float rounded to the compute dtype."""
 
-    eta: np.ndarray  # per tensor: the bias-corrected step size
+    eta: np.ndarray  # per tensor: the bias-corrected step size (lr_i/bc1 with root_scale)
     hyper: tuple[np.floating[Any], ...]  # rescale, beta1, 1-beta1, beta2, 1-beta2, epsilon, clip
     flags: int
+    # epsilon after the bias correction (NumPy backend only): per tensor sqrt(bc2), dividing
+    # sqrt(s); None when epsilon sits before the bias correction.
+    root_scale: np.ndarray | None = None
+    eps_state: np.floating[Any] | None = None  # the epsilon stored in s (None: epsilon's)
+    transient: bool = False  # epsilon added to s again, not stored, before the root
 
 
 class FlatPlan:
@@ -115,11 +153,9 @@ class FlatPlan:
     ) -> None:
         if dtype not in NUMPY_DTYPES:
             raise UsageError(f"dtype {dtype!r}: expected one of {sorted(NUMPY_DTYPES)}")
-        if profile not in SUPPORTED_PROFILES:
-            raise UsageError(f"profile {profile!r}: the flat backends implement {list(SUPPORTED_PROFILES)}")
+        if profile not in PLAN_PROFILES:
+            raise UsageError(f"profile {profile!r}: the flat backends implement {list(PLAN_PROFILES)}")
         prof = profile_named(profile)
-        if not prof.epsilon_in_state or prof.epsilon_denominator != "before-bias-correction":
-            raise UsageError(f"profile {profile!r}: epsilon placement not implemented by the kernel")
         self.dtype = dtype
         self.profile = profile
         self.hyperparameters = hp = hyperparameters
@@ -152,6 +188,9 @@ class FlatPlan:
         self.flags = (FLAG_CLIP if clip_on else 0) | (
             FLAG_WD_AFTER_CLIP if prof.weight_decay == "coupled-after-clip" else 0)
         self._skip_rule = prof.rescale_skip == "skip-when-zero-or-nonfinite"
+        self._after_bc = prof.epsilon_denominator != "before-bias-correction"
+        self._transient = prof.epsilon_denominator == "after-bias-correction-with-transient-epsilon"
+        self._eps_state = None if prof.stored_epsilon == "epsilon" else self._to_compute(hp.eps_root)
 
     @classmethod
     def from_request(cls, request: RunRequest) -> FlatPlan:
@@ -186,16 +225,22 @@ class FlatPlan:
         self.t += 1  # even when the step is skipped, as MXNet does
         if self.skips(r):
             return None
+        root_scale = None
         with np.errstate(all="ignore"):
             if self.hyperparameters.correct_bias:
                 t = self.t.astype(np.float64)
                 bc1 = 1.0 - np.power(self._beta1, t)
                 bc2 = 1.0 - np.power(self._beta2, t)
-                eta64 = self._lr * (np.sqrt(bc2) / bc1)
+                if self._after_bc:  # (lr_i/bc1) * m / (sqrt(s)/sqrt(bc2) + eps)
+                    eta64 = self._lr / bc1
+                    root_scale = np.sqrt(bc2).astype(self.compute_dtype)
+                else:
+                    eta64 = self._lr * (np.sqrt(bc2) / bc1)
             else:
                 eta64 = self._lr
             eta = eta64.astype(self.compute_dtype)
-        return StepScalars(eta, (self._to_compute(r), *self._hyper_tail), self.flags)
+        return StepScalars(eta, (self._to_compute(r), *self._hyper_tail), self.flags, root_scale,
+                           self._eps_state, self._transient)
 
     def chunks(self, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(tensor id int32, first element int64) of each chunk of at most ``chunk_size``
@@ -417,6 +462,7 @@ class NativeFlatStepper:
     """Flat-buffer optimizer on the host build; w, m, s are updated in place."""
 
     def __init__(self, plan: FlatPlan, w: Any, m: Any, s: Any, lib: HostLibrary | None = None) -> None:
+        require_kernel_profile(plan, "the cuda-host kernel")
         self.plan = plan
         self.lib = lib or host_library()
         n = plan.n_elements

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from ._native import SUPPORTED_PROFILES, FlatPlan, FlatStepper, _flat_array, run_flat_request
+from ._native import (
+    SUPPORTED_PROFILES,
+    FlatPlan,
+    FlatStepper,
+    _flat_array,
+    require_kernel_profile,
+    run_flat_request,
+)
 from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = ["CHUNK", "NumbaBackend", "NumbaFlatStepper", "numba_kernels"]
@@ -217,6 +224,7 @@ class NumbaFlatStepper:
     """Flat-buffer optimizer in Numba; w, m, s (numpy arrays) are updated in place."""
 
     def __init__(self, plan: FlatPlan, w: Any, m: Any, s: Any, parallel: bool = False) -> None:
+        require_kernel_profile(plan, "the numba kernel")
         self.plan = plan
         self.parallel = parallel
         self._float_kernel, self._half_kernel = numba_kernels(parallel)

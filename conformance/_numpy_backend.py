@@ -44,7 +44,7 @@ from ._errors import UsageError
 from ._native import (
     FLAG_CLIP,
     FLAG_WD_AFTER_CLIP,
-    SUPPORTED_PROFILES,
+    PLAN_PROFILES,
     FlatPlan,
     FlatStepper,
     run_flat_request,
@@ -145,8 +145,8 @@ class FusedAdaBelief:
         return cls([np.shape(x) for x in weights], dtype, w=flat, **kwargs)
 
     def _setup(self, plan: FlatPlan, w: Any, m: Any, s: Any, chunk_size: int) -> None:
-        if plan.profile not in SUPPORTED_PROFILES:
-            raise UsageError(f"profile {plan.profile!r}: expected one of {list(SUPPORTED_PROFILES)}")
+        if plan.profile not in PLAN_PROFILES:
+            raise UsageError(f"profile {plan.profile!r}: expected one of {list(PLAN_PROFILES)}")
         if int(chunk_size) < 1:
             raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
         if subnormals_flushed():
@@ -207,27 +207,33 @@ class FusedAdaBelief:
 
     # ----- the step ------------------------------------------------------------------------
 
-    def _chunks(self, eta: np.ndarray) -> tuple[list[_Chunk], np.ndarray, np.ndarray]:
-        """This step's chunks, and per run of tensors that share (eta, wd): eta and wd.
+    def _chunks(self, eta: np.ndarray, root_scale: np.ndarray | None = None
+                ) -> tuple[list[_Chunk], np.ndarray, np.ndarray, np.ndarray | None]:
+        """This step's chunks, and per run of tensors that share (eta, wd, root_scale): those.
 
         The layout (where runs break, hence the chunks and their views) is cached: it changes
         only when two neighbours' step sizes start or stop being equal.
         """
         if len(self._nonempty) == 0:
-            return [], eta[:0], eta[:0]
+            return [], eta[:0], eta[:0], None if root_scale is None else root_scale[:0]
         e = eta[self._nonempty]
+        rs = None if root_scale is None else root_scale[self._nonempty]
         if len(e) == 1:  # one tensor: one run (the common benchmark case; skips some work)
             breaks = self._wd_breaks
             key = b""
         else:
             bits = e.view(_bits(e.dtype))
             breaks = (bits[1:] != bits[:-1]) | self._wd_breaks
+            if rs is not None:
+                rbits = rs.view(_bits(rs.dtype))
+                breaks |= rbits[1:] != rbits[:-1]
             key = breaks.tobytes()
         if key != self._layout_key:
             self._layout_key = key
             self._firsts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
             self._layout = self._build_layout(self._firsts)
-        return self._layout, e[self._firsts], self._wd[self._firsts]
+        return (self._layout, e[self._firsts], self._wd[self._firsts],
+                None if rs is None else rs[self._firsts])
 
     def _build_layout(self, firsts: np.ndarray) -> list[_Chunk]:
         lasts = np.concatenate((firsts[1:], [len(self._nonempty)])) - 1
@@ -254,12 +260,14 @@ class FusedAdaBelief:
         sc = plan.advance(rescale_grad)
         if sc is None:
             return False
-        chunks, etas, wds = self._chunks(sc.eta)
+        chunks, etas, wds, roots = self._chunks(sc.eta, sc.root_scale)
         # 0-d arrays rather than NumPy scalars: a ufunc takes them a little faster.
         cd = plan.compute_dtype
         rescale, b1, _, b2, _, eps, clip = (np.array(v, cd) for v in sc.hyper)
+        eps_s = eps if sc.eps_state is None else np.array(sc.eps_state, cd)
         lo = np.negative(clip)
         eta_0d = [etas[i, ...] for i in range(len(etas))]
+        root_0d = None if roots is None else [roots[i, ...] for i in range(len(roots))]
         wd_0d = [wds[i, ...] for i in range(len(wds))]
         wd_zero = (wds == 0).tolist()
         scale = rescale != 1  # rescale 1 changes nothing, not even a NaN or a -0
@@ -303,9 +311,16 @@ class FusedAdaBelief:
                 sub(s, x, s)
                 mul(s, b2, s)
                 add(s, x, s)
-                add(s, eps, s)
-                # w = w - eta*(m / (sqrt(s) + eps))
-                sqrt(s, x)
+                add(s, eps_s, s)
+                # w = w - eta*(m / (sqrt(s) + eps)); epsilon after the bias correction:
+                # w = w - (lr_i/bc1)*(m / (sqrt(s [+ eps])/sqrt(bc2) + eps))
+                if sc.transient:
+                    add(s, eps, x)
+                    sqrt(x, x)
+                else:
+                    sqrt(s, x)
+                if root_0d is not None:
+                    div(x, root_0d[run], x)
                 add(x, eps, x)
                 div(m, x, x)
                 mul(x, eta_0d[run], x)
@@ -341,7 +356,7 @@ class NumpyBackend:
 
     name = "numpy"
     description = "fused in-place multi-tensor NumPy step over flat buffers, in chunks"
-    profiles = frozenset(SUPPORTED_PROFILES)
+    profiles = frozenset(PLAN_PROFILES)
     dtypes = frozenset(NUMPY_DTYPES)
 
     def __init__(self, chunk_size: int = DEFAULT_CHUNK) -> None:

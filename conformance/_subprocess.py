@@ -237,6 +237,8 @@ def request_to_json(request: RunRequest) -> dict[str, Any]:
     hyper: dict[str, Any] = {k: _hex(getattr(hp, k)) for k in _HYPER_FLOATS}
     hyper["correct_bias"] = bool(hp.correct_bias)
     hyper["clip_gradient"] = None if hp.clip_gradient is None else _hex(hp.clip_gradient)
+    if hp.eps_root != 0.0:  # optional, default 0 (spec/protocol.md#run)
+        hyper["eps_root"] = _hex(hp.eps_root)
     return {
         "id": request.case_id,
         "profile": request.profile,
@@ -286,6 +288,7 @@ def _request_from_json(case: Any) -> RunRequest:
         **{k: _parse_hex(_get(hp, k, "hyperparameters"), f"hyperparameters.{k}") for k in _HYPER_FLOATS},
         correct_bias=correct_bias,
         clip_gradient=None if clip is None else _parse_hex(clip, "hyperparameters.clip_gradient"),
+        eps_root=_parse_hex(hp["eps_root"], "hyperparameters.eps_root") if "eps_root" in hp else 0.0,
     )
     params = []
     raw_params = _get(case, "params", "")

@@ -101,13 +101,24 @@ def bundled_vectors_dir() -> Path:
     return Path(str(resources.files("adabelief_vectors")))
 
 
+# The vector formats this loader reads (spec/versioning.md): format 2 added the optional
+# hyperparameter eps_root; format 1 files (vector sets 1.x) are still read, with their own schema.
+FORMAT_VERSIONS = (1, 2)
+
+
 @cache
-def _validator() -> Any:
+def _validator(version: int = FORMAT_VERSIONS[-1]) -> tuple[Any, type[Exception]]:
+    """The compiled schema check of a format version and the exception class it raises.
+
+    The class travels with the function: a cached validator raises the class of the module that
+    compiled it, even if ``fastjsonschema`` has since been re-imported (pytester does that).
+    """
     # fastjsonschema compiles the schema to Python: ~30x faster than jsonschema on 10 MB of
     # vectors. tests/ check that the schema is valid Draft 2020-12 with jsonschema itself.
     import fastjsonschema
 
-    return fastjsonschema.compile(load_json("schema/vectors-v1.schema.json"))
+    return (fastjsonschema.compile(load_json(f"schema/vectors-v{version}.schema.json")),
+            fastjsonschema.JsonSchemaValueException)
 
 
 def _hex(text: Any, where: str) -> float:
@@ -150,6 +161,7 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
         wd=_hex(hpj["wd"], f"{where}: hyperparameters.wd"),
         rescale_grad=_hex(hpj["rescale_grad"], f"{where}: hyperparameters.rescale_grad"),
         clip_gradient=None if clip is None else _hex(clip, f"{where}: hyperparameters.clip_gradient"),
+        eps_root=_hex(hpj["eps_root"], f"{where}: hyperparameters.eps_root") if "eps_root" in hpj else 0.0,
     )
     params = []
     for i, p in enumerate(test["params"]):
@@ -236,12 +248,16 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
         raise InvalidVector(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
                             "restore the file or regenerate the vectors") from None
     if validate:
-        import fastjsonschema
-
+        version = doc.get("formatVersion") if isinstance(doc, dict) else None
+        if version not in FORMAT_VERSIONS:
+            raise InvalidVector(f"{name}: formatVersion = {version!r}; this version of "
+                                f"adabelief-conformance reads formats {list(FORMAT_VERSIONS)}")
+        check_schema, schema_error = _validator(version)
         try:
-            _validator()(doc)
-        except fastjsonschema.JsonSchemaValueException as e:
-            raise InvalidVector(f"{name}: {e.message} (schema vectors-v1)") from None
+            check_schema(doc)
+        except schema_error as e:
+            raise InvalidVector(f"{name}: {getattr(e, 'message', e)} "
+                                f"(schema vectors-v{version})") from None
     suite = doc.get("suite", path.stem)
     cases = []
     for group in doc["testGroups"]:

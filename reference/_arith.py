@@ -35,10 +35,12 @@ POW_WEIGHT = 4
 #   fused:     b1*(m-g) + g,   b2*(s-r^2) + r^2 + eps  (MXNet's fused kernels)
 #   step:      canonical moments, (eta*m) / (sqrt(s) + eps)  (MXNet's step())
 #   hat:       canonical moments, lr*(m/bc1) / (sqrt(s/bc2) + eps/sqrt(bc2))
-FORMS = ("canonical", "fused", "step", "hat")
-_M_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
-_S_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
-_U_FORM = {"canonical": "eta", "fused": "eta", "step": "lrm", "hat": "hat"}
+#   plain:     m + (1-b1)*(g-m): torch.lerp with weight 1-b1 < 0.5, and Keras-style code
+#   lerp-high: g - (g-m)*(1-(1-b1)): torch.lerp with weight 1-b1 >= 0.5
+# Under epsilon_denominator = after-bias-correction the update's forms are named by the same
+# modes (reference/_exact.py, _A_FORM). Each mode also exists with a weight decay of exactly zero
+# left out (implementations that skip the term when the decay is 0: 0*inf would be NaN).
+FORMS = ("canonical", "fused", "step", "hat", "plain", "lerp-high")
 
 
 class NeedPrecision(Exception):
@@ -75,11 +77,13 @@ class Evaluator:
     """One evaluation of a case at a given interval precision and in one mode.
 
     mode None: the exact value, with each node's local error taken as the maximum over all
-    admissible forms. mode (form, ovf): the values that the named whole form produces; with ovf,
-    an intermediate whose exact value exceeds the compute format's range becomes infinite.
+    admissible forms. mode (form, ovf, omit_zero_decay): the values that the named whole form
+    produces; with ovf, an intermediate whose exact value exceeds the compute format's range
+    becomes infinite; with omit_zero_decay, a weight-decay term whose coefficient is exactly zero
+    is left out instead of computed (0*inf = NaN).
     """
 
-    def __init__(self, prec: int, fmt: Format, mode: tuple[str, bool] | None) -> None:
+    def __init__(self, prec: int, fmt: Format, mode: tuple[str, bool, bool] | None) -> None:
         self.iv, self.pl = _contexts(prec)
         self.fmt = fmt
         pl = self.pl
@@ -88,6 +92,7 @@ class Evaluator:
         self.threshold = self.iv.mpf(2 ** (fmt.precision + 1) - 1) * self.iv.mpf(2) ** (fmt.emax - fmt.precision)
         self.mode = mode
         self.ovf = bool(mode and mode[1])
+        self.omit_zero_decay = bool(mode and mode[2])
         self.overflowed = False
         self.zero = pl.mpf(0)
 

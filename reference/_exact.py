@@ -17,11 +17,15 @@ from ._formats import FLOAT16
 from ._model import CaseInputs
 from ._profiles import Profile, profile_named
 
-__all__ = ["CaseEvaluation", "evaluate_mode", "outputs_of"]
+__all__ = ["ALTERNATIVE_MODES", "CaseEvaluation", "evaluate_mode", "has_zero_decay", "outputs_of"]
 
-_M_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
-_S_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A"}
-_U_FORM = {"canonical": "eta", "fused": "eta", "step": "lrm", "hat": "hat"}
+# Which form of each node a whole mode (reference/_arith.py, FORMS) evaluates.
+_M_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A", "plain": "C", "lerp-high": "D"}
+_S_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A", "plain": "A", "lerp-high": "A"}
+_U_FORM = {"canonical": "eta", "fused": "eta", "step": "lrm", "hat": "hat", "plain": "eta", "lerp-high": "eta"}
+# epsilon after the bias correction: (denominator, numerator) forms of the update.
+_A_FORM = {"canonical": ("q", "a"), "fused": ("q", "a"), "step": ("q", "am"), "hat": ("roots", "a"),
+           "plain": ("q", "a"), "lerp-high": ("q", "a")}
 
 
 def outputs_of(case: CaseInputs) -> tuple[str, ...]:
@@ -57,6 +61,9 @@ class _Graph:
         self.one = X(FIN, ev.iv.mpf(1), ev.zero)
         self.u16 = ev.pl.ldexp(1, -FLOAT16.precision)
         self.half_eta16 = ev.pl.ldexp(1, FLOAT16.emin - FLOAT16.precision)
+        # A divisor bound at most this is underflow noise (square roots of a few half-ulps of
+        # the least subnormal), not evidence that a nonzero divisor can arise.
+        self.noise = ev.pl.sqrt(64 * ev.half_eta)
 
     # ----- per-parameter scalars (spec: effective_learning_rate, bias_corrected_step_size) -----
     def product(self, a: X, b: X) -> X:
@@ -106,6 +113,9 @@ class _Graph:
         """spec: effective_gradient."""
         ev = self.ev
         gs = self.product(rescale, g)
+        if ev.omit_zero_decay and sc.wd.k == FIN and ev.mag(sc.wd) == 0:
+            # The decay term left out where its coefficient is exactly zero (no 0*w).
+            return self.clip(gs, clip) if clip is not None else gs
         wdw = self.product(sc.wd, w)
         if self.p.weight_decay == "coupled-before-clip":
             gw = ev.add(gs, wdw)
@@ -137,7 +147,9 @@ class _Graph:
         return out
 
     def first_moment(self, b1: X, m: X, g: X) -> X:
-        """spec: first_moment. Forms A: b1*m + (1-b1)*g; B: b1*(m-g) + g."""
+        """spec: first_moment. Forms A: b1*m + (1-b1)*g; B: b1*(m-g) + g; C: m + (1-b1)*(g-m);
+        D: g - (g-m)*(1-(1-b1)). C and D are torch.lerp's two branches; their 1-b1 may be
+        rounded twice (in binary64, then to the compute format), hence its weight 2."""
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
         results = []
         for f in ev.forms(_M_FORM):
@@ -146,11 +158,24 @@ class _Graph:
                 bm, og = ev.mul(b1, m), ev.mul(om, g)
                 r = ev.add(bm, og)
                 loc = mag(g) * E(om) + E(bm) + E(og) + E(r)
-            else:
+            elif f == "B":
                 d = ev.sub(m, g)
                 bd = ev.mul(b1, d)
                 r = ev.add(bd, g)
                 loc = mag(b1) * E(d) + E(bd) + E(r)
+            elif f == "C":
+                om = ev.sub(self.one, b1)
+                d = ev.sub(g, m)
+                od = ev.mul(om, d)
+                r = ev.add(m, od)
+                loc = mag(d) * E(om, 2) + mag(om) * E(d) + E(od) + E(r)
+            else:
+                om = ev.sub(self.one, b1)
+                c = ev.sub(self.one, om)
+                d = ev.sub(g, m)
+                cd = ev.mul(d, c)
+                r = ev.sub(g, cd)
+                loc = mag(d) * (E(om, 2) + E(c)) + mag(c) * E(d) + E(cd) + E(r)
             results.append((r, loc))
         out = results[0][0]
         if out.k == FIN:
@@ -194,7 +219,7 @@ class _Graph:
 
     def step_size(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
         """spec: update_direction: the amount subtracted from w."""
-        if self.p.epsilon_denominator == "after-bias-correction":
+        if self.p.epsilon_denominator != "before-bias-correction":
             return self._step_after_bc(sc, m1, s1, eps)
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
         q = ev.sqrt(s1)
@@ -253,42 +278,74 @@ class _Graph:
 
         The step is num / d. A first-order bound on it is sound while d's relative bound is
         small; at d.e >= |d| / 4 the neglected terms can exceed the bound itself (1/d is not
-        linear), and with d = 0 the sign of the resulting infinity, or a 0/0, hinges on whether
-        num underflows. Such elements are implementation-defined (spec/error-model.md#limits).
+        linear). With d = 0 exactly, the exact step is +-inf or NaN, but a conforming evaluation
+        holds a divisor anywhere in [-d.e, d.e]: when d.e is above the underflow noise and a
+        finite quotient is possible there (or num's sign is uncertain), the outcome depends on
+        the evaluation. Such elements are implementation-defined (spec/error-model.md#limits).
         """
         if d.k != FIN or num.k != FIN:
             return
         ev = self.ev
         md, mn = ev.mag(d), ev.mag(num)
         if md == 0:
-            self.unsafe = self.unsafe or (mn > 0 and 2 * num.e >= mn)
+            if mn > 0 and 2 * num.e >= mn:
+                self.unsafe = True
+            elif d.e > self.noise and (mn == 0 or mn - num.e < d.e * ev.threshold.a):
+                self.unsafe = True
         elif 4 * d.e >= md:
             self.unsafe = True
 
     def _step_after_bc(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
-        """Paper / PyTorch placement: (lr/bc1) * m / (sqrt(s/bc2) + eps). One form."""
+        """Epsilon after the bias correction: (lr/bc1) * m / (sqrt(s_hat) + eps), s_hat = s/bc2,
+        or (s + eps)/bc2 with the transient epsilon. Denominator forms q: sqrt(s_hat) and
+        roots: sqrt(s or s + eps)/sqrt(bc2); numerator forms a: a*(m/d) and am: (a*m)/d."""
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        transient = self.p.epsilon_denominator == "after-bias-correction-with-transient-epsilon"
+        self.dd_loc = ev.zero
+        se = ev.add(s1, eps) if transient else s1
         a = ev.div(sc.lr, sc.bc1)
-        sh = ev.div(s1, sc.bc2)
+        sh = ev.div(se, sc.bc2)
         qh = ev.sqrt(sh)
         dd = ev.add(qh, eps)
-        rt = ev.div(m1, dd)
-        out = ev.mul(a, rt)
+        den, num = _A_FORM[ev.mode[0]] if ev.mode else ("q", "a")
+        qs = ev.sqrt(se)
+        d_form = dd if den == "q" else ev.add(ev.div(qs, sc.rb), eps)
+        out = ev.mul(a, ev.div(m1, d_form)) if num == "a" else ev.div(ev.mul(a, m1), d_form)
+        mbc1, mbc2 = mag(sc.bc1), mag(sc.bc2)
+        se_e = (s1.e + eps.e) if transient else s1.e  # propagated: s' and the added epsilon
         if dd.k == FIN and sh.k == FIN and qh.k == FIN:
-            sh.e = s1.e / mag(sc.bc2) + mag(s1) * sc.bc2.e / mag(sc.bc2) ** 2 + E(sh)
-            dd.e = self.sqrt_prop(qh, sh) + E(qh) + eps.e + E(dd)
-        self.check_divisor(dd, m1)
+            sh.e = se_e / mbc2 + mag(se) * sc.bc2.e / mbc2**2
+            dd.e = self.sqrt_prop(qh, sh) + eps.e  # propagated part only
+            if qs.k == FIN:
+                # local rounding errors of the denominator, the larger of its two forms
+                e_se = E(se) if transient else 0
+                x = e_se / mbc2 + E(sh)
+                mq = mag(qh)
+                loc_q = (min(x / (2 * mq), ev.pl.sqrt(x)) if mq else ev.pl.sqrt(x)) + E(qh)
+                mqs, mrb = mag(qs), mag(sc.rb)
+                root_err = (min(e_se / (2 * mqs), ev.pl.sqrt(e_se)) if mqs else ev.pl.sqrt(e_se)) + E(qs)
+                qr = ev.div(qs, sc.rb)
+                loc_roots = root_err / mrb + mqs * E(sc.rb) / mrb**2 + E(qr)
+                self.dd_loc = max(loc_q, loc_roots) + E(dd)
+                divisor = X(FIN, dd.v, dd.e + self.dd_loc)
+                self.check_divisor(divisor, m1)
+                am = ev.mul(a, m1)
+                if am.k == FIN and m1.k == FIN:
+                    am.e = mag(a) * m1.e + mag(m1) * (sc.lr.e / mbc1 + mag(sc.lr) * sc.bc1.e / mbc1**2
+                                                       + E(a)) + E(am)
+                    self.check_divisor(divisor, am)
         if out.k != FIN:
             return out
-        mbc1, mbc2, mdd = mag(sc.bc1), mag(sc.bc2), mag(dd)
-        if mdd == 0:
+        mdd = mag(dd)
+        if dd.k != FIN or mdd == 0:
             out.e = ev.zero
             return out
-        a_e = sc.lr.e / mbc1 + mag(sc.lr) * sc.bc1.e / mbc1**2 + E(a)
-        sh.e = s1.e / mbc2 + mag(s1) * sc.bc2.e / mbc2**2 + E(sh)
-        dd_e = self.sqrt_prop(qh, sh) + E(qh) + eps.e + E(dd)
-        rt_e = m1.e / mdd + mag(m1) * dd_e / mdd**2 + E(rt)
-        out.e = mag(rt) * a_e + mag(a) * rt_e + E(out)
+        rt = ev.div(m1, dd)
+        k = mag(out) / mdd
+        a_prop = sc.lr.e / mbc1 + mag(sc.lr) * sc.bc1.e / mbc1**2
+        prop = mag(rt) * a_prop + mag(a) / mdd * m1.e + k * dd.e
+        loc_num = max(mag(a) * E(rt), E(ev.mul(a, m1)) / mdd) + mag(rt) * E(a) + E(out)
+        out.e = prop + k * self.dd_loc + loc_num
         return out
 
     def element(self, sc: _Scalars, hp: dict[str, X], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
@@ -309,7 +366,7 @@ class _Graph:
         if r2.k == FIN:
             # |(r+d)^2 - r^2| <= 2|r|d + d^2: the square term matters where r is (nearly) zero.
             r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)
-        s1 = self.second_moment(hp["beta2"], s, r2, hp["epsilon"])
+        s1 = self.second_moment(hp["beta2"], s, r2, hp["eps_state"])
         delta = self.step_size(sc, m1, s1, hp["epsilon"])
         w1 = ev.sub(w, delta)
         if w1.k == FIN:
@@ -318,6 +375,7 @@ class _Graph:
             self.check_range(x)
         return {"w": w1, "m": m1, "s": s1}
 
+    dd_loc: Any = 0  # the last after-bias-correction denominator's local error bound
     unsafe = False  # w of this element is implementation-defined from this step on
     unsafe_all = False  # every output of this element is, from this step on
 
@@ -355,7 +413,7 @@ def _rounding_changes_class(case: CaseInputs) -> bool:
     implementation-defined (spec/error-model.md#limits)."""
     fmt = case.dtype_spec.compute
     hp = case.hyperparameters
-    values = [hp.learning_rate, hp.epsilon, hp.wd, hp.clip_gradient]
+    values = [hp.learning_rate, hp.epsilon, hp.eps_root, hp.wd, hp.clip_gradient]
     values += [case.rescale_at(k) for k in range(len(case.steps))]
     values += [x for p in case.params for x in (p.lr_mult, p.wd_mult)]
     for x in values:
@@ -372,7 +430,7 @@ def _rounding_changes_class(case: CaseInputs) -> bool:
     return False
 
 
-def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) -> CaseEvaluation:
+def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | None) -> CaseEvaluation:
     """Evaluate all steps of a case at interval precision ``prec`` in one mode (see Evaluator)."""
     profile = profile_named(case.profile)
     spec = case.dtype_spec
@@ -386,6 +444,8 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool] | None) ->
         "epsilon": ev.const(hp.epsilon),
         "wd": ev.const(hp.wd),
     }
+    # The epsilon added to s and stored: the denominator's, or a separate eps_root (optax).
+    leaves["eps_state"] = leaves["epsilon"] if profile.stored_epsilon == "epsilon" else ev.const(hp.eps_root)
     clip_on, impl_defined = _clip_enabled(hp.clip_gradient, profile)
     impl_defined = impl_defined or _rounding_changes_class(case)
     clip = ev.const(hp.clip_gradient) if clip_on and hp.clip_gradient is not None else None
@@ -452,4 +512,10 @@ def rescale_nonfinite(case: CaseInputs) -> bool:
     return any(v != v or v in (float("inf"), float("-inf")) for v in vals)
 
 
-ALTERNATIVE_MODES: tuple[tuple[str, bool], ...] = tuple((f, o) for f in FORMS for o in (False, True))
+ALTERNATIVE_MODES: tuple[tuple[str, bool, bool], ...] = tuple(
+    (f, o, z) for f in FORMS for o in (False, True) for z in (False, True))
+
+
+def has_zero_decay(case: CaseInputs) -> bool:
+    """Whether some parameter's weight decay is exactly zero (the term may be left out)."""
+    return any(case.hyperparameters.wd * p.wd_mult == 0 for p in case.params)

@@ -42,16 +42,16 @@ __all__ = [
 ]
 
 FORMAT_NAME = "adabelief-conformance-vectors"
-FORMAT_VERSION = 1
-SPEC_VERSION = "1.0.0"
-VECTOR_SET_VERSION = "1.0.0"
+FORMAT_VERSION = 2
+SPEC_VERSION = "1.1.0"
+VECTOR_SET_VERSION = "2.0.0"
 SEED = 20261124
-SCHEMA = "vectors-v1.schema.json"
+SCHEMA = "vectors-v2.schema.json"
 GENERATOR_VERSION = "0.1.0"
 
 
 def _hp_json(hp: Hyperparameters) -> dict[str, Any]:
-    return {
+    out = {
         "learning_rate": hexfloat(hp.learning_rate),
         "beta1": hexfloat(hp.beta1),
         "beta2": hexfloat(hp.beta2),
@@ -61,6 +61,11 @@ def _hp_json(hp: Hyperparameters) -> dict[str, Any]:
         "rescale_grad": hexfloat(hp.rescale_grad),
         "clip_gradient": None if hp.clip_gradient is None else hexfloat(hp.clip_gradient),
     }
+    # Fields added after vector format 1.0 are written only when they differ from their
+    # default, so that every earlier case keeps its bytes and its content-addressed id.
+    if hp.eps_root != 0.0:
+        out["eps_root"] = hexfloat(hp.eps_root)
+    return out
 
 
 def case_inputs_json(case: CaseInputs) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from adabelief_spec import load_json
 from mpmath import MPContext
 
 from ._arith import NAN, NINF, PINF, NeedPrecision, X
-from ._exact import ALTERNATIVE_MODES, CaseEvaluation, evaluate_mode, outputs_of
+from ._exact import ALTERNATIVE_MODES, CaseEvaluation, evaluate_mode, has_zero_decay, outputs_of
 from ._formats import FLOAT16, FLOAT64, Format
 from ._model import CaseInputs
 
@@ -182,7 +182,9 @@ def _golden_at(case: CaseInputs, prec: int) -> GoldenCase:
         return GoldenCase(steps, prec)
     others: list[CaseEvaluation] = []
     if exact.overflowed or exact.saw_nonfinite:
-        others = [evaluate_mode(case, prec, mode) for mode in ALTERNATIVE_MODES]
+        zero_decay = has_zero_decay(case)
+        others = [evaluate_mode(case, prec, mode) for mode in ALTERNATIVE_MODES
+                  if zero_decay or not mode[2]]
     rounder = _Rounder(prec)
     steps = []
     for k, step in enumerate(exact.steps):

@@ -55,6 +55,8 @@ class Hyperparameters:
     wd: float = 0.0
     rescale_grad: float = 1.0
     clip_gradient: float | None = None
+    # The epsilon stored in s under stored_epsilon = eps_root (optax's eps_root); 0.0 elsewhere.
+    eps_root: float = 0.0
 
 
 DEFAULT_HYPERPARAMETERS = Hyperparameters()

@@ -16,7 +16,9 @@ CHOICES: dict[str, tuple[object, ...]] = {
     "clip_nonpositive": ("disabled", "implementation-defined"),
     "rescale_skip": ("skip-when-zero-or-nonfinite", "never"),
     "epsilon_in_state": (True,),
-    "epsilon_denominator": ("before-bias-correction", "after-bias-correction"),
+    "stored_epsilon": ("epsilon", "eps_root"),
+    "epsilon_denominator": ("before-bias-correction", "after-bias-correction",
+                            "after-bias-correction-with-transient-epsilon"),
 }
 
 
@@ -28,6 +30,7 @@ class Profile:
     clip_nonpositive: str
     rescale_skip: str
     epsilon_in_state: bool
+    stored_epsilon: str
     epsilon_denominator: str
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from ._formats import Format
 from ._model import DTYPES, CaseInputs, Hyperparameters, ParamInput, StepInput
+from ._profiles import profile_named
 
 __all__ = ["FLAGS", "SUITES", "Test"]
 
@@ -82,6 +83,11 @@ class Builder:
         self.profile = profile
         spec = DTYPES[dtype]
         self.gf, self.wf, self.sf = spec.storage, spec.master, spec.compute
+        # Under stored_epsilon = eps_root every case gets an eps_root of its own, drawn from a
+        # stream separate from the inputs' (so the inputs match the other profiles'): mostly
+        # unlike epsilon, so that storing epsilon instead shows.
+        self.eps_root_rng = (random.Random(f"eps_root/{profile}/{dtype}")
+                             if profile_named(profile).stored_epsilon == "eps_root" else None)
 
     def param(self, w: Sequence[float], m: Sequence[float] | None = None, s: Sequence[float] | None = None,
               t: int = 0, lr_mult: float = 1.0, wd_mult: float = 1.0, index: int = 0) -> ParamInput:
@@ -98,6 +104,9 @@ class Builder:
              steps: Sequence[Sequence[Sequence[float]]], rescales: Sequence[float | None] | None = None) -> CaseInputs:
         rescales = rescales or [None] * len(steps)
         st = tuple(StepInput(self.grads(*g), r) for g, r in zip(steps, rescales))
+        if self.eps_root_rng is not None and hp.eps_root == 0.0:
+            e = hp.epsilon
+            hp = replace(hp, eps_root=self.eps_root_rng.choice([0.0, 1e-16, e / 16, 16 * e, e]))
         return CaseInputs(self.profile, self.dtype, hp, tuple(params), st)
 
     def random_state(self, n: int, gscale: tuple[float, float] = (1e-3, 3.0),
@@ -238,9 +247,11 @@ def suite_epsilon(b: Builder) -> list[Test]:
         tests.append(Test(b.case(hp, [b.param(w)], [[tiny]]),
                           f"tiny gradients at t=1, epsilon={eps}: s is dominated by epsilon", ("EpsilonPlacement",)))
         steps = [[[x * (1 + 0.1 * k) for x in tiny]] for k in range(6)]
+        # With epsilon = 0 the zero gradient's step is 0/0: NaN in w from the first step on.
+        special = ("SpecialValue",) if eps == 0 else ()
         tests.append(Test(b.case(hp, [b.param(w)], steps),
                           f"tiny gradients over 6 steps, epsilon={eps}: epsilon accumulates in the stored s",
-                          ("EpsilonPlacement", "EpsilonInState")))
+                          ("EpsilonPlacement", "EpsilonInState", *special)))
     for t0 in (1, 5, 50):
         s0 = [1e-6 * (t0 + 1)] * 8
         hp = HP()
@@ -298,6 +309,10 @@ def suite_special_values(b: Builder) -> list[Test]:
             for clip in (None, 0.5):
                 tests.append(Test(b.case(HP(wd=0.01, clip_gradient=clip), [b.param(w, m, s, t=2)], [[g]]),
                                   f"{where}[0] = {name}, clip_gradient={clip}", ("SpecialValue",)))
+            if where == "w" and v != 0:
+                # wd = 0: 0*w is NaN for a non-finite w, and leaving the term out is admissible.
+                tests.append(Test(b.case(HP(), [b.param(w, m, s, t=2)], [[g], [g]]),
+                                  f"{where}[0] = {name}, weight decay 0, two steps", ("SpecialValue",)))
     w = [sub_w, -sub_w, 0.0, 1e-3]
     g = [sub_g, -sub_g, sub_g, 0.0]
     tests.append(Test(b.case(HP(), [b.param(w, m=[sub_w, 0.0, -sub_w, 0.0], s=[sub_w, sub_w, 0.0, 0.0], t=1)], [[g]]),

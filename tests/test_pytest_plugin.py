@@ -8,6 +8,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 
 import pytest
+from adabelief_reference import profile_names
 
 from adabelief_conformance._expectations import Entry, dumps_toml
 from adabelief_conformance._runner import check, load_cases
@@ -17,6 +18,10 @@ pytest_plugins = ["pytester"]
 
 SPEC = "catalogue:spec formula in the compute dtype"
 CLIP = "catalogue:clip ignored"
+
+# the defaults suite: 5 cases per dtype and profile
+N_DEFAULTS = 15 * len(profile_names())
+PROFILES = ", ".join(sorted(profile_names()))
 
 
 # Plugins that cost ~1 s in every inner session: pytest-benchmark calibrates its timer, and
@@ -44,17 +49,17 @@ def test_without_options_the_plugin_adds_nothing(pytester: pytest.Pytester) -> N
 
 def test_conforming_target_one_item_per_case(pytester: pytest.Pytester) -> None:
     result = run(pytester, f"--adabelief-impl={SPEC}", "--adabelief-suite=defaults")
-    result.assert_outcomes(passed=30)
+    result.assert_outcomes(passed=N_DEFAULTS)
     result.stdout.fnmatch_lines([
         "adabelief-conformance: implementation spec formula in the compute dtype catalogue",
-        "adabelief-conformance: dtypes float16-mp, float32, float64; profiles mxnet, mxnet-doc; 30 cases*",
-        "collected 30 items",
+        f"adabelief-conformance: dtypes float16-mp, float32, float64; profiles {PROFILES}; {N_DEFAULTS} cases*",
+        f"collected {N_DEFAULTS} items",
     ])
 
 
 def test_failing_target_and_k_by_id(pytester: pytest.Pytester, clip_failures) -> None:
     result = run(pytester, f"--adabelief-impl={CLIP}", "--adabelief-suite=defaults")
-    result.assert_outcomes(passed=30 - len(clip_failures), failed=len(clip_failures))
+    result.assert_outcomes(passed=N_DEFAULTS - len(clip_failures), failed=len(clip_failures))
     out = result.stdout.str()
     assert "inputs: w=" in out and "rerun: adabelief-conformance check 'catalogue:clip ignored' --id" in out
     one = clip_failures[0]
@@ -72,10 +77,10 @@ def test_expectations_become_strict_xfail(pytester: pytest.Pytester, clip_failur
     path.write_text(dumps_toml([Entry(i, "clip not implemented", link="https://e.org/1") for i in clip_failures]))
     args = [f"--adabelief-expectations={path}", "--adabelief-suite=defaults", "-rxX"]
     result = run(pytester, f"--adabelief-impl={CLIP}", *args)
-    result.assert_outcomes(passed=30 - len(clip_failures), xfailed=len(clip_failures))
+    result.assert_outcomes(passed=N_DEFAULTS - len(clip_failures), xfailed=len(clip_failures))
     result.stdout.fnmatch_lines(["*known deviation: clip not implemented (https://e.org/1)*"])
     result = run(pytester, f"--adabelief-impl={SPEC}", *args)
-    result.assert_outcomes(passed=30 - len(clip_failures), failed=len(clip_failures))
+    result.assert_outcomes(passed=N_DEFAULTS - len(clip_failures), failed=len(clip_failures))
     assert "XPASS(strict)" in result.stdout.str()
 
 
@@ -106,12 +111,12 @@ def test_xdist_and_junitxml(pytester: pytest.Pytester, clip_failures) -> None:
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess(*QUIET, f"--adabelief-impl={CLIP}", "--adabelief-suite=defaults", "-n", "2",
                                            f"--junitxml={junit}", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=30 - len(clip_failures), failed=len(clip_failures))
+    result.assert_outcomes(passed=N_DEFAULTS - len(clip_failures), failed=len(clip_failures))
     root = ET.parse(junit).getroot()
     suite = root.find("testsuite") if root.tag == "testsuites" else root
     assert suite is not None
     cases = suite.findall("testcase")
-    assert len(cases) == 30 and suite.get("failures") == str(len(clip_failures))
+    assert len(cases) == N_DEFAULTS and suite.get("failures") == str(len(clip_failures))
     failed = {tc.get("name") for tc in cases if tc.find("failure") is not None}
     assert failed == set(clip_failures)
     assert {tc.get("classname") for tc in cases} == {"adabelief-conformance.defaults"}
@@ -134,5 +139,5 @@ def test_expectation_entry_matching_nothing_is_reported(pytester: pytest.Pyteste
     path.write_text(json.dumps({"deviation": [{"id": "zzz-*", "reason": "typo"}]}))
     result = run(pytester, f"--adabelief-impl={SPEC}", "--adabelief-suite=defaults",
                                 f"--adabelief-expectations={path}", "--adabelief-dtype=float64")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=N_DEFAULTS // 3)
     result.stdout.fnmatch_lines(["*warning: *(id 'zzz-*') matches no case of the loaded vectors"])

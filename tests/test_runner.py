@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from adabelief_reference import profile_names
 
 from adabelief_conformance import ParamResult, RunRequest
 from adabelief_conformance._catalogue import MUTANTS, VARIANTS, CatalogueImplementation
@@ -23,6 +24,9 @@ from adabelief_conformance._runner import (
 )
 
 SPEC = "spec formula in the compute dtype"
+
+# the defaults suite: 5 cases per dtype and profile
+N_DEFAULTS = 15 * len(profile_names())
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +46,11 @@ def _impl(name: str) -> CatalogueImplementation:
 
 def test_load_cases_with_suites_parses_only_those_files(defaults) -> None:
     assert {c.suite for c in defaults} == {"defaults"}
-    assert len(defaults) == 30
+    assert len(defaults) == N_DEFAULTS
 
 
 def test_select_cases_filters_combine(defaults) -> None:
-    assert len(select_cases(defaults)) == 30
+    assert len(select_cases(defaults)) == N_DEFAULTS
     f32 = select_cases(defaults, dtypes=["float32"])
     assert f32 and all(c.dtype == "float32" for c in f32)
     both = select_cases(defaults, dtypes=["float32", "float64"], profiles=["mxnet"])
@@ -55,7 +59,7 @@ def test_select_cases_filters_combine(defaults) -> None:
     assert flagged and all("ClipOrder" in c.flags for c in flagged)
     one = defaults[3].id
     assert [c.id for c in select_cases(defaults, ids=[one])] == [one]
-    assert len(select_cases(defaults, ids=["defaults-*"])) == 30
+    assert len(select_cases(defaults, ids=["defaults-*"])) == N_DEFAULTS
     assert select_cases(defaults, ids=["DEFAULTS-*"]) == []  # case-sensitive
     assert select_cases(defaults, suites=["clipping"]) == []
 
@@ -78,9 +82,9 @@ def test_conforming_variant_passes_and_aggregates(defaults) -> None:
     seen = []
     report = check(_impl(SPEC), defaults, progress=lambda r, done, total: seen.append((r.id, done, total)))
     assert exit_code(report) == EXIT_OK and report.conforming
-    assert seen == [(c.id, i + 1, 30) for i, c in enumerate(defaults)]
+    assert seen == [(c.id, i + 1, N_DEFAULTS) for i, c in enumerate(defaults)]
     (suite,) = report.suites.values()
-    assert suite.name == "defaults" and suite.cases == 30 and suite.counts["passed"] == 30
+    assert suite.name == "defaults" and suite.cases == N_DEFAULTS and suite.counts["passed"] == N_DEFAULTS
     assert set(suite.max_err_sigma) == {"w", "m", "s", "w16"}
     assert all(0 <= v <= 2 for v in suite.max_err_sigma.values())
     assert all(v >= 0 for v in suite.max_err_ulp.values())
@@ -101,7 +105,7 @@ class _Untrusted:
 
     name = "untrusted"
     version = "1"
-    profiles = frozenset({"mxnet", "mxnet-doc"})
+    profiles = frozenset(profile_names())
     dtypes = frozenset({"float32", "float64", "float16-mp"})
 
     def __init__(self, plan: dict[str, str]) -> None:
@@ -134,7 +138,7 @@ def test_untrusted_implementation_never_stops_the_run(defaults) -> None:
     plan = dict(zip(ids, ["raise", "shape", "dtype", "nan", "steps", "skip"]))
     report = check(_Untrusted(plan), defaults)
     by_id = {r.id: r for r in report.results}
-    assert len(by_id) == 30
+    assert len(by_id) == N_DEFAULTS
     raised = by_id[ids[0]].outcome
     assert raised.status == "errored" and "RuntimeError: kernel launch failed second line at " in raised.message
     assert "\n" not in raised.message

@@ -137,6 +137,8 @@ def _case(
     rescales: Sequence[float | None] | None = None,
 ) -> CaseInputs:
     rescales = rescales or [None] * len(steps)
+    if spec_profiles()[profile]["stored_epsilon"] == "eps_root" and hp.eps_root == 0.0:
+        hp = dataclasses.replace(hp, eps_root=3 * hp.epsilon)  # a stored epsilon unlike epsilon
     return CaseInputs(
         profile,
         dtype,
@@ -166,9 +168,9 @@ G4 = [0.3, -1.7, 2e-4, 0.05]
 
 
 def _cases(dtype: str) -> list[tuple[str, CaseInputs]]:
-    """Finite-input cases covering both profiles, clipping, weight decay, rescale, skip, t > 0."""
+    """Finite-input cases covering every profile, clipping, weight decay, rescale, skip, t > 0."""
     out = []
-    for profile in ("mxnet", "mxnet-doc"):
+    for profile in spec_profiles():
         out += [
             (
                 f"{profile} defaults, 2 steps",
@@ -274,7 +276,7 @@ def _special_cases() -> list[tuple[str, CaseInputs]]:
     g = [INF, -INF, NAN, 0.1, -0.0]
     w = [0.5, -0.25, 1.0, INF, -0.0]
     out = []
-    for profile in ("mxnet", "mxnet-doc"):
+    for profile in spec_profiles():
         for clip in (None, 0.5):
             out.append(
                 (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from adabelief_reference import profile_names
 from adabelief_reference._generate import main as generate_main
 from adabelief_spec import load_json
 
@@ -24,16 +25,31 @@ def test_vectors_regenerate_byte_for_byte(capsys) -> None:
 
 
 def test_schema_is_valid_draft_2020_12_and_files_conform() -> None:
-    schema = load_json("schema/vectors-v1.schema.json")
-    jsonschema.Draft202012Validator.check_schema(schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    for version in (1, 2):
+        jsonschema.Draft202012Validator.check_schema(load_json(f"schema/vectors-v{version}.schema.json"))
+    validator = jsonschema.Draft202012Validator(load_json("schema/vectors-v2.schema.json"))
     doc = json.loads((VECTORS / "defaults.json").read_text())
     assert not list(validator.iter_errors(doc))
 
 
+def test_format_1_files_still_load_and_unknown_formats_are_refused(tmp_path: Path) -> None:
+    """A vector set 1.x file (format 1: no eps_root) is read with its own schema."""
+    doc = json.loads((VECTORS / "defaults.json").read_text())
+    doc["testGroups"] = [g for g in doc["testGroups"] if g["profile"] in ("mxnet", "mxnet-doc")]
+    doc["numberOfTests"] = sum(len(g["tests"]) for g in doc["testGroups"])
+    doc["formatVersion"], doc["schema"] = 1, "vectors-v1.schema.json"
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps(doc))
+    assert len(load_file(path)) == doc["numberOfTests"] > 0
+    doc["formatVersion"] = 3
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidVector, match=r"defaults\.json: formatVersion = 3; .* reads formats \[1, 2\]"):
+        load_file(path)
+
+
 def test_bundled_set_covers_every_dtype_profile_and_flag(bundled_cases) -> None:
     assert {c.dtype for c in bundled_cases} == {"float32", "float64", "float16-mp"}
-    assert {c.profile for c in bundled_cases} == {"mxnet", "mxnet-doc"}
+    assert {c.profile for c in bundled_cases} == set(profile_names())
     flags = {f for c in bundled_cases for f in c.flags}
     assert {"EpsilonPlacement", "EpsilonInState", "ClipOrder", "SkipRule", "Trajectory", "PerParameterT",
             "SpecialValue", "Subnormal", "MixedPrecision", "LargeT", "Cancellation"} <= flags
