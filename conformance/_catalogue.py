@@ -26,7 +26,9 @@ __all__ = ["MUTANTS", "VARIANTS", "CatalogueImplementation", "Knobs", "applies_t
 @dataclass(frozen=True)
 class Knobs:
     # --- mistakes -------------------------------------------------------------------------
-    weight_decay: str = "profile"  # profile | swapped | decoupled | ignored
+    # profile | swapped | decoupled (always) | coupled (weight_decouple ignored) | ignored
+    weight_decay: str = "profile"
+    fixed_decay: str = "profile"  # profile | ignored (the decoupled decay always scaled by lr_i)
     clip: str = "profile"  # profile | ignored
     rescale: str = "before-clip"  # before-clip | ignored | after-clip
     epsilon: str = "profile"  # profile | not-in-s | not-stored | twice
@@ -46,6 +48,7 @@ class Knobs:
     # first moment only: canonical | fused | plain: m + (1-b1)*(g-m) | lerp: torch.lerp(m, g, 1-b1)
     first_moment_form: str = "as-moments"
     omit_zero_decay: bool = False  # leave the decay term out when wd_i == 0 (no 0*w)
+    decoupled_form: str = "mult"  # mult: w*(1 - c) - step (PyTorch) | in-step: w - (step + c*w) (TF)
     root_form: str = "ratio"  # epsilon after the bias correction: sqrt(s/bc2) | roots: sqrt(s)/sqrt(bc2)
     update_form: str = "eta"  # eta: eta*(m/d) | lrm: (eta*m)/d | hat: lr*(m/bc1)/(sqrt(s/bc2)+eps/sqrt(bc2))
     one_minus_beta_in_double: bool = False  # MXNet step(): (1 - beta) from Python doubles
@@ -77,6 +80,8 @@ MUTANTS: dict[str, Knobs] = {
     "rescale applied after clipping": Knobs(rescale="after-clip"),
     "decoupled weight decay": Knobs(weight_decay="decoupled"),
     "weight decay ignored": Knobs(weight_decay="ignored"),
+    "weight_decouple ignored: decay added to the gradient": Knobs(weight_decay="coupled"),
+    "fixed_decay ignored: decoupled decay scaled by the learning rate": Knobs(fixed_decay="ignored"),
     "default epsilon 1e-8": Knobs(epsilon_value=1e-8),
     "default epsilon 1e-16": Knobs(epsilon_value=1e-16),
     "beta1 and beta2 swapped": Knobs(swap_betas=True),
@@ -99,6 +104,7 @@ VARIANTS: dict[str, Knobs] = {
     "first moment as torch.lerp (timm, pytorch-optimizer)": Knobs(first_moment_form="lerp"),
     "first moment as m + (1-b1)*(g-m)": Knobs(first_moment_form="plain"),
     "zero weight decay term left out": Knobs(omit_zero_decay=True),
+    "decoupled decay as TensorFlow computes it, w - lr*(u + wd*w)": Knobs(decoupled_form="in-step"),
     "lerp first moment, zero decay left out, sqrt(s)/sqrt(bc2) (PyTorch libraries)":
         Knobs(first_moment_form="lerp", omit_zero_decay=True, root_form="roots",
               one_minus_beta_in_double=True, update_form="lrm"),
@@ -118,6 +124,15 @@ def applies_to(knobs: Knobs, profile: Profile) -> bool:
         knobs = replace(knobs, stored_epsilon="profile")
     if profile.rescale_skip == "never":
         knobs = replace(knobs, skip_rule="profile")
+    allowed = profile.switches
+    if knobs.weight_decay == "coupled" and True not in allowed.get("weight_decouple", (False,)):
+        knobs = replace(knobs, weight_decay="profile")  # the profile never decouples anyway
+    if knobs.weight_decay == "decoupled" and False not in allowed.get("weight_decouple", (False,)):
+        knobs = replace(knobs, weight_decay="profile")  # the profile always decouples anyway
+    if knobs.weight_decay == "swapped" and False not in allowed.get("weight_decouple", (False,)):
+        knobs = replace(knobs, weight_decay="profile")  # no coupled term to put on either side
+    if knobs.fixed_decay == "ignored" and True not in allowed.get("fixed_decay", (False,)):
+        knobs = replace(knobs, fixed_decay="profile")
     return knobs != Knobs()
 
 
@@ -224,7 +239,8 @@ class CatalogueImplementation:
         order = "before" if prof.weight_decay == "coupled-before-clip" else "after"
         if kn.weight_decay == "swapped":
             order = "after" if order == "before" else "before"
-        wd_mode = kn.weight_decay if kn.weight_decay in ("decoupled", "ignored") else order
+        decoupled = kn.weight_decay == "decoupled" or (hp.weight_decouple and kn.weight_decay != "coupled")
+        wd_mode = "ignored" if kn.weight_decay == "ignored" else "decoupled" if decoupled else order
 
         def clamp(x: np.ndarray) -> np.ndarray:
             return np.clip(x, C(-clip), C(clip)).astype(ct) if clip_on else x
@@ -320,15 +336,21 @@ class CatalogueImplementation:
             step_ = (eta * m1) / (np.sqrt(s_den) + eps_c)
         else:
             ratio = (m1 / (np.sqrt(s_den) + eps_c)).astype(ct)
-            if kn.fma:
+            if kn.fma and wd_mode != "decoupled":
                 w1 = _fma(np.asarray(-eta, ct), ratio, np.asarray(w, ct))
                 step_ = None
             else:
                 step_ = eta * ratio
-        if step_ is not None:
-            w1 = (w - np.asarray(step_, ct)).astype(ct)
         if wd_mode == "decoupled":
-            w1 = (w1 - C(lr_i * wd_i) * w).astype(ct)
+            fixed = hp.fixed_decay and kn.fixed_decay != "ignored"
+            c = wd_i if fixed else lr_i * wd_i
+            step_ = np.asarray(step_, ct)
+            if kn.decoupled_form == "in-step":  # TensorFlow: var -= lr*(u + wd*var)
+                w1 = (w - (step_ + C(c) * w).astype(ct)).astype(ct)
+            else:  # PyTorch: p *= 1 - lr*wd (a binary64 scalar), then the step
+                w1 = ((w * C(1.0 - c)).astype(ct) - step_).astype(ct)
+        elif step_ is not None:
+            w1 = (w - np.asarray(step_, ct)).astype(ct)
         return w1.astype(ct), m1.astype(ct), s_store.astype(ct)
 
 

@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the epsilon stored in s under a profile whose stored_epsilon is eps_root "
                           "(optax; default 0)")
     ref.add_argument("--no-bias-correction", action="store_true", help="correct_bias=False")
+    for switch in ("weight-decouple", "fixed-decay"):
+        ref.add_argument(f"--{switch}", action=argparse.BooleanOptionalAction, default=None,
+                         help=f"the switch {switch.replace('-', '_')} (default: the profile's own "
+                              "default, spec/profiles.md#switches)")
     ref.add_argument("--json", action="store_true", help="print JSON instead of text")
     ref.set_defaults(handler=_cmd_reference)
     return ap
@@ -471,6 +475,7 @@ def _cmd_reference(args: argparse.Namespace) -> int:
         profile_named,
     )
     from adabelief_reference._exact import outputs_of
+    from adabelief_reference._model import SWITCHES
 
     spec = DTYPES[args.dtype]
     notes: list[str] = []
@@ -493,7 +498,10 @@ def _cmd_reference(args: argparse.Namespace) -> int:
                             beta2=hp(args.beta2, "beta2"), epsilon=hp(args.epsilon, "epsilon"),
                             correct_bias=not args.no_bias_correction, wd=hp(args.wd, "wd"),
                             rescale_grad=hp(args.rescale_grad, "rescale_grad"), clip_gradient=clip,
-                            eps_root=hp(args.eps_root, "eps_root"))
+                            eps_root=hp(args.eps_root, "eps_root"),
+                            **{name: (profile_named(args.profile).switches.get(name, (False,))[0]
+                                      if getattr(args, name) is None else getattr(args, name))
+                               for name in SWITCHES})
     if hyper.eps_root != 0.0 and profile_named(args.profile).stored_epsilon != "eps_root":
         raise UsageError(f"--eps-root: profile {args.profile} stores epsilon in s, not eps_root; "
                          "use a profile whose stored_epsilon is eps_root (e.g. optax)")

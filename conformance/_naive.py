@@ -59,7 +59,10 @@ def naive_update(
         g = g.astype(compute)  # float16 -> float32 is exact
         g = rescale * g
         prof = profile_named(profile)
-        if prof.weight_decay == "coupled-before-clip":
+        if hp.weight_decouple:  # decoupled: the decay is subtracted from w below, not added here
+            if clip_on:
+                g = np.clip(g, -c(clip), c(clip))
+        elif prof.weight_decay == "coupled-before-clip":
             g = g + wd_c * w
             if clip_on:
                 g = np.clip(g, -c(clip), c(clip))
@@ -70,6 +73,8 @@ def naive_update(
         m = beta1 * m + (one - beta1) * g
         r = g - m
         eps_state = epsilon if prof.stored_epsilon == "epsilon" else c(hp.eps_root)
+        if hp.weight_decouple:  # w*(1 - lr_i*wd_i), or w*(1 - wd_i) with fixed_decay
+            w = w * c(d(1) - (wd_i if hp.fixed_decay else lr_i * wd_i))
         s = beta2 * s + (one - beta2) * (r * r) + eps_state
         if prof.epsilon_denominator == "before-bias-correction":
             w = w - eta * (m / (np.sqrt(s) + epsilon))

@@ -88,7 +88,8 @@ DEVICE_OPTIONS: tuple[str, ...] = ("--fmad=false", "--ftz=false", "--prec-div=tr
 
 def _plan_supports(profile: Profile) -> bool:
     """The choices a FlatPlan (and the NumPy backend) implements: coupled weight decay in either
-    order, either skip rule, either stored epsilon, every epsilon placement."""
+    order or decoupled (weight_decouple, fixed_decay), either skip rule, either stored epsilon,
+    every epsilon placement."""
     return profile.weight_decay in ("coupled-before-clip", "coupled-after-clip")
 
 
@@ -96,7 +97,8 @@ def _kernel_supports(profile: Profile) -> bool:
     """The one-pass kernel's choices (numba, cuda-host, cupy): as the plan's, with the epsilon
     of the denominator stored in s and added to sqrt(s) before the bias correction."""
     return (_plan_supports(profile) and profile.stored_epsilon == "epsilon"
-            and profile.epsilon_denominator == "before-bias-correction")
+            and profile.epsilon_denominator == "before-bias-correction"
+            and True not in profile.switches.get("weight_decouple", (False,)))
 
 
 # The profiles of spec/profiles.json whose choices the backends implement, read from the data.
@@ -174,7 +176,15 @@ class FlatPlan:
         cd = self.compute_dtype
         with np.errstate(all="ignore"):
             self._lr = np.float64(hp.learning_rate) * lr_m
-            self.wd = (np.float64(hp.wd) * wd_m).astype(cd)
+            wd64 = np.float64(hp.wd) * wd_m
+            # weight_decouple: no coupled term; w is multiplied by keep = 1 - lr_i*wd_i (or
+            # 1 - wd_i with fixed_decay), formed in float64 and rounded once, before the step.
+            self.decay_keep: np.ndarray | None = None
+            if hp.weight_decouple:
+                c = wd64 if hp.fixed_decay else self._lr * wd64
+                self.decay_keep = (1.0 - c).astype(cd)
+                wd64 = np.zeros(n)
+            self.wd = wd64.astype(cd)
             self._beta1 = np.float64(hp.beta1)
             self._beta2 = np.float64(hp.beta2)
             b1, b2 = self._to_compute(hp.beta1), self._to_compute(hp.beta2)

@@ -181,6 +181,12 @@ class FusedAdaBelief:
         wd = plan.wd[nonempty]
         self._wd = wd
         self._wd_breaks = wd.view(_bits(cd))[1:] != wd.view(_bits(cd))[:-1]
+        # weight_decouple: per tensor, the factor w is multiplied by before the step; runs of
+        # tensors break where it changes (it depends on lr_mult and wd_mult, not on t).
+        keep = None if plan.decay_keep is None else plan.decay_keep[nonempty]
+        self._keep = keep
+        if keep is not None:
+            self._wd_breaks = self._wd_breaks | (keep.view(_bits(cd))[1:] != keep.view(_bits(cd))[:-1])
         self._layout_key: bytes | None = None
         self._layout: list[_Chunk] = []
         self._firsts = np.zeros(0, np.intp)
@@ -268,8 +274,10 @@ class FusedAdaBelief:
         lo = np.negative(clip)
         eta_0d = [etas[i, ...] for i in range(len(etas))]
         root_0d = None if roots is None else [roots[i, ...] for i in range(len(roots))]
+        keep_0d = None if self._keep is None else [self._keep[i, ...] for i in self._firsts.tolist()]
         wd_0d = [wds[i, ...] for i in range(len(wds))]
         wd_zero = (wds == 0).tolist()
+        coupled = self._keep is None  # decoupled decay: no term in the gradient at all
         scale = rescale != 1  # rescale 1 changes nothing, not even a NaN or a -0
         clip_first = bool(sc.flags & FLAG_CLIP and sc.flags & FLAG_WD_AFTER_CLIP)
         clip_last = bool(sc.flags & FLAG_CLIP and not sc.flags & FLAG_WD_AFTER_CLIP)
@@ -295,7 +303,7 @@ class FusedAdaBelief:
                 # then the term is applied literally. The test costs about what the two passes
                 # would, but it also pulls w into the cache for the last pass. (Not np.dot:
                 # BLAS threads make it erratic.)
-                if not wd_zero[run] or not np.isfinite(w, out=fin).all():
+                if coupled and (not wd_zero[run] or not np.isfinite(w, out=fin).all()):
                     mul(w, wd_0d[run], x)
                     add(g1, x, gb)
                     g1 = gb
@@ -324,6 +332,8 @@ class FusedAdaBelief:
                 add(x, eps, x)
                 div(m, x, x)
                 mul(x, eta_0d[run], x)
+                if keep_0d is not None:  # decoupled decay: w*(1 - lr_i*wd_i) - step
+                    mul(w, keep_0d[run], w)
                 sub(w, x, w)
                 if w16 is not None:
                     np.copyto(w16, w, casting="same_kind")  # round to nearest even

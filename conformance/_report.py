@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from adabelief_reference import Finite, Special, hexfloat
+from adabelief_reference._model import SWITCHES
 
 from ._compare import ElementFailure
 from ._runner import OUTPUTS, CaseResult, Progress, RunReport, SuiteSummary, exit_code
@@ -129,8 +130,11 @@ def _hyper_text(vc: VectorCase) -> str:
     parts = [f"{k}={hexfloat(v)} ({v!r})" for k, v in (
         ("lr", hp.learning_rate), ("beta1", hp.beta1), ("beta2", hp.beta2), ("epsilon", hp.epsilon),
         ("wd", hp.wd), ("rescale_grad", hp.rescale_grad))]
+    if hp.eps_root != 0.0:
+        parts.append(f"eps_root={hexfloat(hp.eps_root)} ({hp.eps_root!r})")
     clip = "None" if hp.clip_gradient is None else _hd(hp.clip_gradient)
-    return " ".join([*parts, f"clip_gradient={clip}", f"correct_bias={hp.correct_bias}"])
+    switches = [f"{name}=True" for name in SWITCHES if getattr(hp, name)]
+    return " ".join([*parts, f"clip_gradient={clip}", f"correct_bias={hp.correct_bias}", *switches])
 
 
 def _inputs_text(vc: VectorCase, f: ElementFailure) -> str:

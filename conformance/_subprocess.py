@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 from adabelief_reference import Hyperparameters, hexfloat
+from adabelief_reference._model import SWITCHES
 
 from ._errors import AdapterError
 from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, ParamState, RunRequest, Step
@@ -231,6 +232,13 @@ def _get(obj: Any, key: str, field: str) -> Any:
     return obj[key]
 
 
+def _switch(hp: Mapping[str, Any], name: str) -> bool:
+    value = hp.get(name, False)
+    if not isinstance(value, bool):
+        raise _FieldError(f"hyperparameters.{name}", "expected true or false")
+    return value
+
+
 def request_to_json(request: RunRequest) -> dict[str, Any]:
     """The ``case`` object of a ``run`` message (spec/protocol.md#run)."""
     hp = request.hyperparameters
@@ -239,6 +247,9 @@ def request_to_json(request: RunRequest) -> dict[str, Any]:
     hyper["clip_gradient"] = None if hp.clip_gradient is None else _hex(hp.clip_gradient)
     if hp.eps_root != 0.0:  # optional, default 0 (spec/protocol.md#run)
         hyper["eps_root"] = _hex(hp.eps_root)
+    for name in SWITCHES:  # optional, default false: sent only when on
+        if getattr(hp, name):
+            hyper[name] = True
     return {
         "id": request.case_id,
         "profile": request.profile,
@@ -289,6 +300,7 @@ def _request_from_json(case: Any) -> RunRequest:
         correct_bias=correct_bias,
         clip_gradient=None if clip is None else _parse_hex(clip, "hyperparameters.clip_gradient"),
         eps_root=_parse_hex(hp["eps_root"], "hyperparameters.eps_root") if "eps_root" in hp else 0.0,
+        **{name: _switch(hp, name) for name in SWITCHES},
     )
     params = []
     raw_params = _get(case, "params", "")

@@ -28,6 +28,7 @@ from adabelief_reference import (
 )
 from adabelief_reference._exact import outputs_of
 from adabelief_reference._formats import FLOAT16
+from adabelief_reference._model import SWITCHES
 from adabelief_spec import load_json
 
 from ._errors import InvalidVector
@@ -162,6 +163,7 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
         rescale_grad=_hex(hpj["rescale_grad"], f"{where}: hyperparameters.rescale_grad"),
         clip_gradient=None if clip is None else _hex(clip, f"{where}: hyperparameters.clip_gradient"),
         eps_root=_hex(hpj["eps_root"], f"{where}: hyperparameters.eps_root") if "eps_root" in hpj else 0.0,
+        **{name: bool(hpj.get(name, False)) for name in SWITCHES},
     )
     params = []
     for i, p in enumerate(test["params"]):

@@ -24,6 +24,10 @@ _M_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A", "plain": "C"
 _S_FORM = {"canonical": "A", "fused": "B", "step": "A", "hat": "A", "plain": "A", "lerp-high": "A"}
 _U_FORM = {"canonical": "eta", "fused": "eta", "step": "lrm", "hat": "hat", "plain": "eta", "lerp-high": "eta"}
 # epsilon after the bias correction: (denominator, numerator) forms of the update.
+# decoupled weight decay (weight_decouple): mult: w*(1 - c) - delta (PyTorch);
+# in-step: w - (delta + c*w) (TensorFlow's lr*(u + wd*w)); c = lr_i*wd_i, or wd_i with fixed_decay.
+_D_FORM = {"canonical": "mult", "fused": "mult", "step": "in-step", "hat": "mult", "plain": "mult",
+           "lerp-high": "in-step"}
 _A_FORM = {"canonical": ("q", "a"), "fused": ("q", "a"), "step": ("q", "am"), "hat": ("roots", "a"),
            "plain": ("q", "a"), "lerp-high": ("q", "a")}
 
@@ -109,11 +113,12 @@ class _Graph:
         return root if mq == 0 else min(a.e / (2 * mq), root)
 
     # ----- per-element nodes -------------------------------------------------------------
-    def gradient(self, g: X, w: X, rescale: X, sc: _Scalars, clip: X | None) -> X:
-        """spec: effective_gradient."""
+    def gradient(self, g: X, w: X, rescale: X, sc: _Scalars, clip: X | None,
+                 coupled: bool = True) -> X:
+        """spec: effective_gradient (coupled: the decay term is added to the gradient)."""
         ev = self.ev
         gs = self.product(rescale, g)
-        if ev.omit_zero_decay and sc.wd.k == FIN and ev.mag(sc.wd) == 0:
+        if not coupled or (ev.omit_zero_decay and sc.wd.k == FIN and ev.mag(sc.wd) == 0):
             # The decay term left out where its coefficient is exactly zero (no 0*w).
             return self.clip(gs, clip) if clip is not None else gs
         wdw = self.product(sc.wd, w)
@@ -348,11 +353,12 @@ class _Graph:
         out.e = prop + k * self.dd_loc + loc_num
         return out
 
-    def element(self, sc: _Scalars, hp: dict[str, X], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
+    def element(self, sc: _Scalars, hp: dict[str, Any], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
         """spec: adabelief_step for one element."""
         ev = self.ev
         self.unsafe = False
-        gc = self.gradient(g, w, hp["rescale"], sc, clip)
+        decouple = hp["switches"].weight_decouple
+        gc = self.gradient(g, w, hp["rescale"], sc, clip, coupled=not decouple)
         m1 = self.first_moment(hp["beta1"], m, gc)
         if ev.mode is None and gc.k == FIN and m.k == FIN and m1.k == FIN:
             # Same exact value as gc - m1, but free of the interval dependency problem: with
@@ -368,12 +374,41 @@ class _Graph:
             r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)
         s1 = self.second_moment(hp["beta2"], s, r2, hp["eps_state"])
         delta = self.step_size(sc, m1, s1, hp["epsilon"])
-        w1 = ev.sub(w, delta)
-        if w1.k == FIN:
-            w1.e = w.e + delta.e + ev.E(w1)
+        if decouple:
+            w1 = self.decoupled_weight(sc, w, delta, hp["switches"].fixed_decay)
+        else:
+            w1 = ev.sub(w, delta)
+            if w1.k == FIN:
+                w1.e = w.e + delta.e + ev.E(w1)
         for x in (gc, m1, r, r2, s1, delta, w1):
             self.check_range(x)
         return {"w": w1, "m": m1, "s": s1}
+
+    def decoupled_weight(self, sc: _Scalars, w: X, delta: X, fixed: bool) -> X:
+        """spec: decoupled_decay: w' = w - c*w - delta with c = lr_i*wd_i (or wd_i, fixed).
+        Forms mult: w*(1 - c) - delta; in-step: w - (delta + c*w), the latter with TensorFlow's
+        sites lr_i*(E(wd_i*w) + E(u + wd_i*w)) where u = delta/lr_i."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        c = sc.wd if fixed else self.product(sc.lr, sc.wd)
+        k = ev.sub(self.one, c)
+        cw = ev.mul(c, w)
+        t3 = ev.add(delta, cw)
+        form = _D_FORM[ev.mode[0]] if ev.mode else "mult"
+        if form == "mult":
+            out = ev.sub(ev.mul(w, k), delta)
+        else:
+            out = ev.sub(w, t3)
+        if out.k == FIN and w.k == FIN and c.k == FIN and delta.k == FIN:
+            loc_mult = mag(w) * E(k) + E(ev.mul(w, k)) + E(out)
+            if fixed:
+                loc_in = E(cw) + E(t3) + E(out)
+            else:
+                mlr = mag(sc.lr)
+                u_plus = E(ev.div(t3, sc.lr)) if mlr else ev.zero
+                loc_in = mlr * (E(ev.mul(sc.wd, w)) + u_plus) + E(t3) + E(out)
+            out.e = mag(k) * w.e + mag(w) * c.e + delta.e + max(loc_mult, loc_in)
+            self.check_range(t3)
+        return out
 
     dd_loc: Any = 0  # the last after-bias-correction denominator's local error bound
     unsafe = False  # w of this element is implementation-defined from this step on
@@ -478,7 +513,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
             else:
                 sc = graph.scalars(leaves["lr"], mults[i][0], leaves["wd"], mults[i][1],
                                    leaves["beta1"], leaves["beta2"], t[i], hp.correct_bias)
-                hpx = dict(leaves, rescale=rescale)
+                hpx = dict(leaves, rescale=rescale, switches=hp)
                 new = {"w": [], "m": [], "s": []}
                 for j, gval in enumerate(step.grads[i]):
                     graph.unsafe = graph.unsafe_all = False

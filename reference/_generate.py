@@ -25,7 +25,7 @@ import mpmath
 
 from ._formats import hexfloat
 from ._golden import START_PRECISION, Expectation, Finite, GoldenCase, Special, golden, tolerances
-from ._model import DTYPES, CaseInputs, Hyperparameters
+from ._model import DTYPES, SWITCHES, CaseInputs, Hyperparameters
 from ._profiles import profile_names
 from ._suites import FLAGS, SUITES, Builder, Test
 
@@ -65,6 +65,9 @@ def _hp_json(hp: Hyperparameters) -> dict[str, Any]:
     # default, so that every earlier case keeps its bytes and its content-addressed id.
     if hp.eps_root != 0.0:
         out["eps_root"] = hexfloat(hp.eps_root)
+    for name in SWITCHES:  # switches, written only when on
+        if getattr(hp, name):
+            out[name] = True
     return out
 
 

@@ -14,6 +14,7 @@ from ._formats import FLOAT16, FLOAT32, FLOAT64, Format
 __all__ = [
     "DEFAULT_HYPERPARAMETERS",
     "DTYPES",
+    "SWITCHES",
     "CaseInputs",
     "DtypeSpec",
     "Hyperparameters",
@@ -57,6 +58,14 @@ class Hyperparameters:
     clip_gradient: float | None = None
     # The epsilon stored in s under stored_epsilon = eps_root (optax's eps_root); 0.0 elsewhere.
     eps_root: float = 0.0
+    # Switches that some libraries expose (spec/profiles.md#switches); a profile lists the values
+    # its cases may take. weight_decouple: the decay is subtracted from w (lr_i*wd_i*w), not added
+    # to the gradient; fixed_decay: ... and not scaled by the learning rate (wd_i*w).
+    weight_decouple: bool = False
+    fixed_decay: bool = False
+
+
+SWITCHES: tuple[str, ...] = ("weight_decouple", "fixed_decay")
 
 
 DEFAULT_HYPERPARAMETERS = Hyperparameters()
@@ -105,6 +114,16 @@ class CaseInputs:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        from ._profiles import profile_named, profile_names
+
+        if self.profile not in profile_names():
+            return  # a profile this version does not know: a runner skips its cases
+        allowed = profile_named(self.profile).switches
+        for name in SWITCHES:
+            value = getattr(self.hyperparameters, name)
+            if value not in allowed.get(name, (False,)):
+                raise ValueError(f"{name} = {value} is not a setting of profile {self.profile} "
+                                 f"(it allows {list(allowed.get(name, (False,)))})")
         for k, step in enumerate(self.steps):
             if len(step.grads) != len(self.params):
                 raise ValueError(f"step {k}: {len(step.grads)} gradients for {len(self.params)} parameters")

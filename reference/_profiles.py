@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from adabelief_spec import profiles as _spec_profiles
@@ -22,6 +22,10 @@ CHOICES: dict[str, tuple[object, ...]] = {
 }
 
 
+# The case switches a profile may allow (reference/_model.py, Hyperparameters).
+SWITCH_NAMES: tuple[str, ...] = ("weight_decouple", "fixed_decay")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -32,6 +36,9 @@ class Profile:
     epsilon_in_state: bool
     stored_epsilon: str
     epsilon_denominator: str
+    # switch name -> the values a case of this profile may give it, the library's default first
+    # (spec/profiles.md#switches); a switch not listed stays at its neutral value, False.
+    switches: dict[str, tuple[bool, ...]] = field(default_factory=dict, hash=False)
 
 
 @cache
@@ -43,7 +50,12 @@ def profile_named(name: str) -> Profile:
     for choice, allowed in CHOICES.items():
         if entry.get(choice) not in allowed:
             raise ValueError(f"profile {name!r}: {choice} = {entry.get(choice)!r} is not one of {allowed}")
-    return Profile(name=name, **entry)
+    switches = {k: tuple(v) for k, v in entry.get("switches", {}).items()}
+    for k, v in switches.items():
+        if k not in SWITCH_NAMES or not v or any(x not in (True, False) for x in v):
+            raise ValueError(f"profile {name!r}: switches.{k} = {v!r}: expected a known switch "
+                             f"({', '.join(SWITCH_NAMES)}) with a non-empty list of booleans")
+    return Profile(name=name, **{**entry, "switches": switches})
 
 
 def profile_names() -> tuple[str, ...]:

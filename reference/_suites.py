@@ -9,6 +9,7 @@ correction show), w near zero (the step is not hidden under w's own rounding), a
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -88,6 +89,19 @@ class Builder:
         # unlike epsilon, so that storing epsilon instead shows.
         self.eps_root_rng = (random.Random(f"eps_root/{profile}/{dtype}")
                              if profile_named(profile).stored_epsilon == "eps_root" else None)
+        # The switch settings a case of this profile may take, the library's defaults first; the
+        # cases of every suite take them in turn, so that each suite checks the library with its
+        # own defaults and with its options set closest to MXNet (switches off) alike.
+        allowed = profile_named(profile).switches
+        names = sorted(allowed)
+        combos = [dict(zip(names, values)) for values in itertools.product(*(allowed[n] for n in names))]
+        # fixed_decay changes nothing without weight_decouple: such settings only repeat others.
+        self.switch_settings = [c for c in combos if not (c.get("fixed_decay") and not c.get("weight_decouple"))]
+        self.cases_made = 0
+
+    def allows(self, **switches: bool) -> bool:
+        """Whether this profile's cases may take these switch values."""
+        return all(v in profile_named(self.profile).switches.get(k, (False,)) for k, v in switches.items())
 
     def param(self, w: Sequence[float], m: Sequence[float] | None = None, s: Sequence[float] | None = None,
               t: int = 0, lr_mult: float = 1.0, wd_mult: float = 1.0, index: int = 0) -> ParamInput:
@@ -101,12 +115,18 @@ class Builder:
         return tuple(tuple(fit(x, self.gf) for x in g) for g in per_param)
 
     def case(self, hp: Hyperparameters, params: Sequence[ParamInput],
-             steps: Sequence[Sequence[Sequence[float]]], rescales: Sequence[float | None] | None = None) -> CaseInputs:
+             steps: Sequence[Sequence[Sequence[float]]], rescales: Sequence[float | None] | None = None,
+             switches: dict[str, bool] | None = None) -> CaseInputs:
         rescales = rescales or [None] * len(steps)
         st = tuple(StepInput(self.grads(*g), r) for g, r in zip(steps, rescales))
         if self.eps_root_rng is not None and hp.eps_root == 0.0:
             e = hp.epsilon
             hp = replace(hp, eps_root=self.eps_root_rng.choice([0.0, 1e-16, e / 16, 16 * e, e]))
+        if switches is None and self.switch_settings != [{}]:
+            switches = self.switch_settings[self.cases_made % len(self.switch_settings)]
+        if switches:
+            hp = replace(hp, **switches)
+        self.cases_made += 1
         return CaseInputs(self.profile, self.dtype, hp, tuple(params), st)
 
     def random_state(self, n: int, gscale: tuple[float, float] = (1e-3, 3.0),
@@ -204,6 +224,35 @@ def suite_weight_decay(b: Builder) -> list[Test]:
             tests.append(Test(b.case(hp, [b.param(w, t=3, m=[0.01] * 8, s=[1e-4] * 8, wd_mult=wd_mult)],
                                      [[g], [g]]),
                               f"wd={wd}, wd_mult={wd_mult}, clip_gradient={clip}", tuple(flags)))
+    return tests
+
+
+def suite_decoupled_weight_decay(b: Builder) -> list[Test]:
+    """Decoupled decay (weight_decouple), where it shows most: a zero gradient and a large w, so
+    that the step is the decay alone; the lr-scaled and the fixed form; several steps. Only for
+    profiles whose cases may decouple the decay."""
+    if not b.allows(weight_decouple=True):
+        return []
+    tests = []
+    w = [10.0, -10.0, 1.0, 0.25, -3.0, 100.0, 0.0, 1e-3]
+    g = [0.0, 0.0, 0.3, -0.3, 1e-3, 0.0, 0.5, 2.0]
+    for fixed in (False, True):
+        if not b.allows(weight_decouple=True, fixed_decay=fixed):
+            continue
+        sw = {"weight_decouple": True, "fixed_decay": fixed}
+        for wd, lr, wd_mult in ((0.05, 1e-3, 1.0), (0.5, 0.1, 1.0), (1e-4, 1e-3, 3.0), (0.05, 1e-3, 0.0),
+                                (2.0, 0.01, 1.0)):
+            tests.append(Test(b.case(HP(wd=wd, learning_rate=lr), [b.param(w, t=3, m=[0.01] * 8, s=[1e-4] * 8,
+                                                                           wd_mult=wd_mult)],
+                                     [[g], [g], [[0.0] * 8]], switches=sw),
+                              f"decoupled decay, fixed_decay={fixed}, wd={wd}, lr={lr}, wd_mult={wd_mult}",
+                              ("WeightDecay",)))
+        tests.append(Test(b.case(HP(wd=0.05, clip_gradient=0.1), [b.param(w, t=0)], [[g]], switches=sw),
+                          f"decoupled decay with clipping, fixed_decay={fixed}: the decay is not clipped",
+                          ("WeightDecay", "ClipOrder")))
+        tests.append(Test(b.case(HP(wd=0.05), [b.param([INF, -INF, NAN, 1.0], t=2, m=[0.01] * 4, s=[1e-3] * 4)],
+                                 [[[0.1, 0.1, 0.1, 0.1]]], switches=sw),
+                          f"decoupled decay of non-finite weights, fixed_decay={fixed}", ("WeightDecay", "SpecialValue")))
     return tests
 
 
@@ -376,6 +425,8 @@ SUITES: dict[str, tuple[str, Callable[[Builder], list[Test]]]] = {
     "hyperparameter-grid": ("A seeded sample of a hyperparameter grid.", suite_grid),
     "clipping": ("clip_gradient None, positive, infinite, zero, negative and NaN, with and without weight decay.", suite_clipping),
     "weight-decay": ("Coupled weight decay with and without clipping, and wd_mult.", suite_weight_decay),
+    "decoupled-weight-decay": ("Decoupled weight decay (weight_decouple, fixed_decay), for the profiles that have it.",
+                               suite_decoupled_weight_decay),
     "rescale": ("rescale_grad values, the skip rule, and per-step rescale_grad.", suite_rescale),
     "no-bias-correction": ("correct_bias = False.", suite_no_bias_correction),
     "epsilon": ("Epsilon-placement discriminators: tiny gradients, epsilon-dominated s, several steps.", suite_epsilon),

@@ -69,6 +69,8 @@ def random_case(rng) -> CaseInputs:
         rescale_grad=float(rng.choice([1.0, 0.5, 1e-3, 1e30])), clip_gradient=None if clip is None else float(clip))
     if profile_named(profile).stored_epsilon == "eps_root":
         hp = replace(hp, eps_root=float(rng.choice([0.0, 1e-16, 1e-6, 1e-30])))
+    for name, allowed in sorted(profile_named(profile).switches.items()):
+        hp = replace(hp, **{name: bool(rng.choice(allowed))})
     sizes = rng.integers(1, 5, rng.integers(1, 3))
     params = tuple(
         ParamInput(_values(rng, n, spec.master, "w", p_special), _values(rng, n, spec.compute, "m", p_special),

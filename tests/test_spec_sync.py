@@ -43,6 +43,7 @@ from adabelief_reference._exact import outputs_of
 from adabelief_reference._generate import case_id as reference_case_id
 from adabelief_reference._generate import case_inputs_json
 from adabelief_reference._golden import _admissible
+from adabelief_reference._model import SWITCHES
 from adabelief_reference._profiles import CHOICES
 from adabelief_reference._suites import FLAGS
 from adabelief_spec import profiles as spec_profiles
@@ -139,6 +140,9 @@ def _case(
     rescales = rescales or [None] * len(steps)
     if spec_profiles()[profile]["stored_epsilon"] == "eps_root" and hp.eps_root == 0.0:
         hp = dataclasses.replace(hp, eps_root=3 * hp.epsilon)  # a stored epsilon unlike epsilon
+    for name, allowed in spec_profiles()[profile].get("switches", {}).items():
+        if getattr(hp, name) not in allowed:  # a setting the profile has: its library's default
+            hp = dataclasses.replace(hp, **{name: allowed[0]})
     return CaseInputs(
         profile,
         dtype,
@@ -262,6 +266,20 @@ def _cases(dtype: str) -> list[tuple[str, CaseInputs]]:
                 ),
             ),
         ]
+    for fixed in (False, True):
+        out.append(
+            (
+                f"adabelief-pytorch decoupled decay, fixed_decay {fixed}, clip, t=3",
+                _case(
+                    "adabelief-pytorch",
+                    dtype,
+                    Hyperparameters(wd=0.05, learning_rate=0.1, clip_gradient=0.4,
+                                    weight_decouple=True, fixed_decay=fixed),
+                    [_p([10.0, -3.0, 1e-3, 0.0], m=[0.01] * 4, s=[1e-3] * 4, t=3)],
+                    [[G4], [[0.0] * 4]],
+                ),
+            )
+        )
     out.append(
         (
             "mxnet clip 0 (off)",
@@ -446,9 +464,23 @@ def test_profiles_table_matches_profiles_json(spec: dict[str, Any]) -> None:
     data = spec_profiles()
     assert set(table) == set(data)
     for name, choices in table.items():
-        assert choices == {k: v for k, v in data[name].items() if k != "description"}, name
+        assert choices == {k: v for k, v in data[name].items() if k not in ("description", "switches")}, name
         spec["Profile"](name=name, **data[name])  # every declared value is one the spec defines
     assert spec["PROFILE_CHOICES"] == CHOICES
+
+
+def test_switches_table_matches_profiles_json(spec: dict[str, Any]) -> None:
+    rows = _table(_section(_text("profiles.md"), "## Switches"))
+    names = [_code(c) for c in rows[0][1:]]
+    data = spec_profiles()
+    assert set(names) == set(data)
+    for row in rows[1:]:
+        switch = _code(row[0])
+        for name, cell in zip(names, row[1:]):
+            listed = data[name].get("switches", {}).get(switch)
+            expected = "—" if listed is None else ", ".join(json.dumps(v) for v in listed)
+            assert cell.replace("`", "") == expected, (switch, name)
+    assert tuple(_code(r[0]) for r in rows[1:]) == spec["SWITCHES"] == SWITCHES
 
 
 # ----- (d) tolerance -------------------------------------------------------------------------
