@@ -39,6 +39,9 @@ class Knobs:
     bias_correction: str = "sqrt-bc2"  # sqrt-bc2 | none | bc2
     t_offset: int = 0
     epsilon_value: float | None = None  # a wrong hard-wired epsilon
+    epsilon_zero_as: float | None = None  # epsilon = 0 silently replaced (TensorFlow: 1e-7)
+    hyperparameters_float32: bool = False  # hyperparameters held in float32 (TensorFlow, float64 runs)
+    flush_subnormals: bool = False  # FTZ/DAZ: subnormal inputs and results become zero (XLA, TF on CPU)
     swap_betas: bool = False
     global_t: bool = False
     float16_without_master: bool = False
@@ -85,6 +88,9 @@ MUTANTS: dict[str, Knobs] = {
     "default epsilon 1e-8": Knobs(epsilon_value=1e-8),
     "default epsilon 1e-16": Knobs(epsilon_value=1e-16),
     "beta1 and beta2 swapped": Knobs(swap_betas=True),
+    "TensorFlow quirk: epsilon 0 replaced by 1e-7": Knobs(epsilon_zero_as=1e-7),
+    "TensorFlow quirk: hyperparameters held in float32": Knobs(hyperparameters_float32=True),
+    "XLA/TensorFlow quirk: subnormals flushed to zero": Knobs(flush_subnormals=True),
     "one global t": Knobs(global_t=True),
     "float16 state without master weights": Knobs(float16_without_master=True),
     "never skips on zero or non-finite rescale_grad": Knobs(skip_rule="never"),
@@ -154,6 +160,13 @@ def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
+def _flush(x: np.ndarray) -> np.ndarray:
+    """Subnormals to (signed) zero, as FTZ/DAZ do."""
+    tiny = np.finfo(x.dtype).tiny
+    with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where does not take
+        return np.where(np.abs(x) < tiny, x * 0, x).astype(x.dtype)
+
+
 @dataclass
 class _State:
     w: np.ndarray
@@ -185,6 +198,10 @@ class CatalogueImplementation:
                             p.m.astype(ct), p.s.astype(ct), p.t) for p in request.params]
         steps_done = 0
         out: list[list[ParamResult]] = []
+        flush = _flush if kn.flush_subnormals else (lambda x: x)
+        if kn.flush_subnormals:
+            for st in state:
+                st.w, st.m, st.s = flush(st.w), flush(st.m), flush(st.s)
         with np.errstate(all="ignore"):
             for step in request.steps:
                 skip = self._skips(request.profile, step.rescale_grad)
@@ -196,7 +213,9 @@ class CatalogueImplementation:
                     if not skip:
                         t = (request.params[0].t + steps_done + 1) if kn.global_t else st.t
                         w1, m1, s1 = self._update(request, p.lr_mult, p.wd_mult, t + kn.t_offset,
-                                                  step.grads[i].astype(ct), step.rescale_grad, st.w, st.m, st.s, ct)
+                                                  flush(step.grads[i].astype(ct)), step.rescale_grad,
+                                                  st.w, st.m, st.s, ct)
+                        w1, m1, s1 = flush(w1), flush(m1), flush(s1)
                         # The state lives in its storage dtype between steps.
                         if ct == np.float16:
                             st.w, st.m, st.s = w1, m1, s1
@@ -226,7 +245,13 @@ class CatalogueImplementation:
 
         b1, b2 = (hp.beta2, hp.beta1) if kn.swap_betas else (hp.beta1, hp.beta2)
         eps = hp.epsilon if kn.epsilon_value is None else kn.epsilon_value
+        if eps == 0 and kn.epsilon_zero_as is not None:  # `epsilon or backend.epsilon()`
+            eps = kn.epsilon_zero_as
         lr_i, wd_i = hp.learning_rate * lr_mult, hp.wd * wd_mult
+        if kn.hyperparameters_float32:  # float32 variables, cast to the weight's dtype
+            f32 = np.float32
+            b1, b2, eps = (float(f32(x)) for x in (b1, b2, eps))
+            lr_i, wd_i = float(f32(hp.learning_rate)) * lr_mult, float(f32(hp.wd)) * wd_mult
         clip = hp.clip_gradient
         if kn.hyperparameters_rounded_first:
             # As MXNet's C++ operators receive them: every scalar is a compute-dtype value, and the

@@ -340,7 +340,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     finally:
         _close(impl)
     print(mod.format_diagnosis(rows))
-    return 0
+    # The exit status of `check`: 0 when the implementation conforms on the selection.
+    return 0 if rows.failing == 0 and rows.errored == 0 else 1
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from itertools import combinations
+from itertools import combinations, product
 
 import numpy as np
-from adabelief_reference import profile_names
+from adabelief_reference import profile_named, profile_names
 
 from ._catalogue import MUTANTS, CatalogueImplementation, Knobs
 from ._compare import CaseOutcome, compare_array, flatten_results
@@ -80,16 +80,21 @@ class Diagnosis:
         return self.failing > 0 and self.explained == self.failing
 
     def describe(self) -> str:
-        if self.kind == "profile":
-            label = f"profile '{self.name.removeprefix('profile ')}'"
-        else:
-            label = f"'{self.name}'"
+        label = " + ".join(_label(part) for part in self.name.split(" + "))
         text = f"outputs match {label} on {self.explained} of {self.failing} failing cases"
         if self.passing:
             text += f" (and {self.reproduced} of {self.passing} passing cases)"
         if self.equivalents:
             text += "; identical outputs: " + ", ".join(f"'{n}'" for n in self.equivalents)
         return text
+
+
+def _label(entry: str) -> str:
+    """profile 'NAME' with SWITCHES, or 'MUTANT'."""
+    if entry.startswith("profile "):
+        base, _, switches = entry.removeprefix("profile ").partition(" with ")
+        return f"profile '{base}'" + (f" with {switches}" if switches else "")
+    return f"'{entry}'"
 
 
 class Diagnoses(list[Diagnosis]):
@@ -107,20 +112,41 @@ class Diagnoses(list[Diagnosis]):
 
 # ----- entries -----------------------------------------------------------------------------------
 
+def profile_label(profile: str, switches: dict[str, bool]) -> str:
+    """'profile NAME', with the switch settings when the profile has switches."""
+    label = f"profile {profile}"
+    if switches:
+        label += " with " + ", ".join(f"{k}={v}" for k, v in sorted(switches.items()))
+    return label
+
+
+def _switch_settings(profile: str) -> list[dict[str, bool]]:
+    """Every setting of the profile's switches (one empty setting when it has none)."""
+    allowed = profile_named(profile).switches
+    names = sorted(allowed)
+    return [dict(zip(names, values)) for values in product(*(allowed[n] for n in names))]
+
+
 class _UnderProfile:
-    """The catalogue's spec formula evaluated as if every case were of ``profile``."""
+    """The catalogue's spec formula (or a mutant) evaluated as if every case were of ``profile``,
+    with the profile's switches set as given."""
 
     version = "catalogue"
     dtypes = CatalogueImplementation.dtypes
 
-    def __init__(self, profile: str) -> None:
-        self.name = f"profile {profile}"
+    def __init__(self, profile: str, switches: dict[str, bool] | None = None,
+                 knobs: Knobs | None = None, name: str | None = None) -> None:
+        self.switches = dict(switches or {})
+        self.name = name or profile_label(profile, self.switches)
         self.profile = profile
         self.profiles = frozenset(profile_names())
-        self._inner = CatalogueImplementation(self.name, Knobs())
+        self._inner = CatalogueImplementation(self.name, knobs or Knobs())
 
     def run(self, request: RunRequest) -> Sequence[Sequence[ParamResult]]:
-        return self._inner.run(replace(request, profile=self.profile))
+        from adabelief_reference._model import SWITCHES
+
+        hp = replace(request.hyperparameters, **{k: self.switches.get(k, False) for k in SWITCHES})
+        return self._inner.run(replace(request, profile=self.profile, hyperparameters=hp))
 
 
 def _merge(a: Knobs, b: Knobs) -> Knobs | None:
@@ -135,10 +161,13 @@ def _merge(a: Knobs, b: Knobs) -> Knobs | None:
     return Knobs(**changes)
 
 
+def _profile_entries() -> list[_UnderProfile]:
+    return [_UnderProfile(p, sw) for p in profile_names() for sw in _switch_settings(p)]
+
+
 def _entries() -> list[tuple[str, str, Implementation]]:
     out: list[tuple[str, str, Implementation]] = []
-    for p in profile_names():
-        impl = _UnderProfile(p)
+    for impl in _profile_entries():
         out.append((impl.name, "profile", impl))
     for name, kn in MUTANTS.items():
         out.append((name, "mutant", CatalogueImplementation(name, kn)))
@@ -258,33 +287,39 @@ def _score(name: str, kind: str, order: int, entry: Implementation,
 
 def _pair_scores(singles: Sequence[_Score], failing: Sequence[_Observed],
                  passing: Sequence[_Observed]) -> list[_Score]:
-    """Two mistakes at once, for failures that no single entry explains.
+    """Two explanations at once, for failures that no single entry explains.
 
-    Every compatible pair of mutants is screened on a few of the failing cases that the best
-    single entry leaves unexplained; the pairs that explain some of those are scored in full.
-    Screening all ~250 pairs on a dozen cases costs about a second.
+    Every compatible pair of mutants, and every profile setting with every mutant (a library of
+    another family with one of its quirks, e.g. TensorFlow's float32 hyperparameters), is
+    screened on a few of the failing cases that the best single entry leaves unexplained; the
+    pairs that explain some of those are scored in full. Screening the ~700 pairs on a dozen
+    cases costs a few seconds.
     """
     best = min(singles, key=_rank)
     left = set(best.unexplained)
     sample = [obs for obs in failing if obs.vc.id in left] or list(failing)
     sample = sample[:PAIR_SCREEN_CASES]
-    screened: list[tuple[int, int, str, Knobs]] = []
-    for k, ((na, ka), (nb, kb)) in enumerate(combinations(MUTANTS.items(), 2)):
+    candidates: list[Implementation] = []
+    for (na, ka), (nb, kb) in combinations(MUTANTS.items(), 2):
         merged = _merge(ka, kb)
-        if merged is None:
-            continue
-        entry = CatalogueImplementation(f"{na} + {nb}", merged)
+        if merged is not None:
+            candidates.append(CatalogueImplementation(f"{na} + {nb}", merged))
+    for prof in _profile_entries():
+        candidates += [_UnderProfile(prof.profile, prof.switches, kn, f"{prof.name} + {nm}")
+                       for nm, kn in MUTANTS.items()]
+    screened: list[tuple[int, int]] = []
+    for k, entry in enumerate(candidates):
         hits = 0
         for obs in sample:
             ref = _outputs(entry, obs.vc)
             hits += ref is not None and _matches(obs, ref)
         if hits:
-            screened.append((-hits, k, entry.name, merged))
+            screened.append((-hits, k))
     order = len(singles)
     out = []
-    for _, _, name, merged in sorted(screened)[:PAIR_CANDIDATES]:
-        entry = CatalogueImplementation(name, merged)
-        out.append(_score(name, "pair", order, entry, failing, passing))
+    for _, k in sorted(screened)[:PAIR_CANDIDATES]:
+        entry = candidates[k]
+        out.append(_score(str(entry.name), "pair", order, entry, failing, passing))
         order += 1
     return out
 

@@ -368,6 +368,12 @@ def suite_special_values(b: Builder) -> list[Test]:
                       "subnormal w, g, m, s", ("Subnormal",)))
     tests.append(Test(b.case(HP(epsilon=0.0, learning_rate=1e-3), [b.param([0.0, 0.0], t=0)], [[[sub_g, -sub_g]]]),
                       "subnormal gradient with epsilon = 0: s underflows", ("Subnormal", "EpsilonPlacement")))
+    # Moments that are subnormals of the compute format, a zero gradient and epsilon = 0: m and s
+    # stay subnormal, and a flush to zero turns the step into 0/0.
+    sub_c = float(b.sf.min_subnormal)
+    tests.append(Test(b.case(HP(epsilon=0.0), [b.param([1.0, -1.0], m=[5 * sub_c, -3 * sub_c],
+                                                       s=[7 * sub_c, sub_c * 2**20], t=5)], [[[0.0, 0.0]]]),
+                      "subnormal moments, zero gradient, epsilon = 0", ("Subnormal",)))
     return tests
 
 

@@ -27,6 +27,7 @@ from adabelief_reference import (
 )
 
 from adabelief_conformance._cli import main
+from adabelief_conformance._diagnose import Diagnoses
 from adabelief_conformance._vectors import bundled_vectors_dir
 
 SPEC = "catalogue:spec formula in the compute dtype"
@@ -417,8 +418,9 @@ def test_delegated_commands_get_their_arguments(capsys, monkeypatch) -> None:
 
     bench.run_bench = run_bench  # type: ignore[attr-defined]
     diag = types.ModuleType("adabelief_conformance._diagnose")
-    diag.diagnose = lambda impl, cases: [(impl.name, len(cases))]  # type: ignore[attr-defined]
-    diag.format_diagnosis = lambda rows: f"rows: {rows}"  # type: ignore[attr-defined]
+    diag.diagnose = lambda impl, cases: Diagnoses([], implementation=f"{impl.name}, {len(cases)}",  # type: ignore[attr-defined]
+                                                  failing=1)
+    diag.format_diagnosis = lambda rows: f"rows: {rows.implementation}"  # type: ignore[attr-defined]
     fuzz = types.ModuleType("adabelief_conformance._fuzz")
 
     def fuzz_fn(impl, *, profile, dtype, max_examples, seed, out_path):
@@ -430,7 +432,14 @@ def test_delegated_commands_get_their_arguments(capsys, monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
     assert main(["bench", "--sizes", "10,1e3", "--no-resnet", "--quick", "--json", "b.json"]) == 0
     assert calls["bench"] == ([10, 1000], False, Path("b.json"), None, True)
-    assert main(["diagnose", CLIP, "--suite", "defaults"]) == 0
-    assert f"rows: [('clip ignored', {15 * N_PROFILES})]" in capsys.readouterr().out
+    assert main(["diagnose", CLIP, "--suite", "defaults"]) == 1  # a failing case: not conforming
+    assert f"rows: clip ignored, {15 * N_PROFILES}" in capsys.readouterr().out
     assert main(["fuzz", CLIP, "--dtype", "float64", "--max-examples", "5", "--seed", "3"]) == 1
     assert calls["fuzz"] == ("clip ignored", "mxnet", "float64", 5, 3, None)
+
+
+def test_diagnose_exit_status_says_whether_it_conforms(capsys) -> None:
+    code, out, _ = run(capsys, "diagnose", SPEC, "--suite", "defaults", "--dtype", "float32")
+    assert code == 0 and out.startswith("conforms: nothing to diagnose")
+    code, out, _ = run(capsys, "diagnose", CLIP, "--suite", "defaults", "--dtype", "float32")
+    assert code == 1 and out.startswith("outputs match 'clip ignored' on ")

@@ -115,3 +115,41 @@ def test_outcomes_already_computed_are_reused(cases) -> None:
     impl = MustNotRun("clip ignored", MUTANTS["clip ignored"])
     rows = diagnose(impl, cases, outcomes=outcomes, top=3)
     assert len(rows) == 3 and "clip ignored" in rows[0].names and rows[0].explains_all
+
+
+class _AsProfile(CatalogueImplementation):
+    """A library of another family: it computes its own profile whatever the case's profile."""
+
+    def __init__(self, name, knobs, profile, **switches):
+        super().__init__(name, knobs)
+        self.profile, self.switches = profile, switches
+
+    def run(self, request):
+        hp = replace(request.hyperparameters, **self.switches)
+        return super().run(replace(request, profile=self.profile, hyperparameters=hp))
+
+
+def test_a_pytorch_library_is_named_with_its_profile_and_switches(cases) -> None:
+    """A PyTorch library (lerp, zero decay left out, sqrt(s)/sqrt(bc2)) with its default
+    weight_decouple, checked against MXNet's vectors, is named as what it is."""
+    pytorch = VARIANTS["lerp first moment, zero decay left out, sqrt(s)/sqrt(bc2) (PyTorch libraries)"]
+    impl = _AsProfile("torch-like", pytorch, "adabelief-pytorch", weight_decouple=True)
+    rows = diagnose(impl, [c for c in cases if c.profile == "mxnet"])
+    best = rows[0]
+    assert best.kind == "profile" and best.explains_all
+    assert "profile adabelief-pytorch with fixed_decay=False, weight_decouple=True" in best.names
+    text = format_diagnosis(rows)
+    assert text.startswith("outputs match profile 'adabelief-pytorch' with fixed_decay=False, "
+                           f"weight_decouple=True on {best.failing} of {best.failing} failing cases")
+
+
+@pytest.mark.parametrize("quirk, dtype", [
+    ("TensorFlow quirk: hyperparameters held in float32", "float64"),
+    ("TensorFlow quirk: epsilon 0 replaced by 1e-7", "float32"),
+    ("XLA/TensorFlow quirk: subnormals flushed to zero", "float32"),
+])
+def test_library_quirks_are_named(bundled_cases, quirk, dtype) -> None:
+    cases = [c for c in bundled_cases if c.profile == "tensorflow" and c.dtype == dtype
+             and c.suite in ("epsilon", "special-values", "defaults", "hyperparameter-grid")]
+    rows = diagnose(CatalogueImplementation("tf", MUTANTS[quirk]), cases)
+    assert quirk in rows[0].names and rows[0].explains_all
