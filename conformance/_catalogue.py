@@ -51,6 +51,11 @@ class Knobs:
     # first moment only: canonical | fused | plain: m + (1-b1)*(g-m) | lerp: torch.lerp(m, g, 1-b1)
     first_moment_form: str = "as-moments"
     omit_zero_decay: bool = False  # leave the decay term out when wd_i == 0 (no 0*w)
+    rectify: str = "profile"  # profile | ignored (rectify=True computes the unrectified update)
+    rectified_epsilon: str = "profile"  # profile | swapped: the rectified branch's epsilon placement
+    sma_threshold: str = ">=5"  # >=5 | >4 (torch-optimizer)
+    sgd_bias_correction: bool = True  # the SGD fallback divides by bc1 (torch-optimizer does not)
+    degenerate: str = "profile"  # profile | ignored (below the threshold always an SGD step)
     decoupled_form: str = "mult"  # mult: w*(1 - c) - step (PyTorch) | in-step: w - (step + c*w) (TF)
     root_form: str = "ratio"  # epsilon after the bias correction: sqrt(s/bc2) | roots: sqrt(s)/sqrt(bc2)
     update_form: str = "eta"  # eta: eta*(m/d) | lrm: (eta*m)/d | hat: lr*(m/bc1)/(sqrt(s/bc2)+eps/sqrt(bc2))
@@ -84,6 +89,11 @@ MUTANTS: dict[str, Knobs] = {
     "decoupled weight decay": Knobs(weight_decay="decoupled"),
     "weight decay ignored": Knobs(weight_decay="ignored"),
     "weight_decouple ignored: decay added to the gradient": Knobs(weight_decay="coupled"),
+    "rectify ignored: no rectification": Knobs(rectify="ignored"),
+    "rectified step with epsilon on the other side of the bias correction": Knobs(rectified_epsilon="swapped"),
+    "SMA threshold N > 4 instead of N >= 5 (torch-optimizer)": Knobs(sma_threshold=">4"),
+    "SGD fallback without the bias correction (torch-optimizer)": Knobs(sgd_bias_correction=False),
+    "degenerated_to_sgd ignored: SGD steps below the threshold": Knobs(degenerate="ignored"),
     "fixed_decay ignored: decoupled decay scaled by the learning rate": Knobs(fixed_decay="ignored"),
     "default epsilon 1e-8": Knobs(epsilon_value=1e-8),
     "default epsilon 1e-16": Knobs(epsilon_value=1e-16),
@@ -137,6 +147,11 @@ def applies_to(knobs: Knobs, profile: Profile) -> bool:
         knobs = replace(knobs, weight_decay="profile")  # the profile always decouples anyway
     if knobs.weight_decay == "swapped" and False not in allowed.get("weight_decouple", (False,)):
         knobs = replace(knobs, weight_decay="profile")  # no coupled term to put on either side
+    if True not in allowed.get("rectify", (False,)):  # the rectification knobs change nothing
+        knobs = replace(knobs, rectify="profile", rectified_epsilon="profile", sma_threshold=">=5",
+                        sgd_bias_correction=True, degenerate="profile")
+    if knobs.degenerate == "ignored" and False not in allowed.get("degenerated_to_sgd", (False,)):
+        knobs = replace(knobs, degenerate="profile")
     if knobs.fixed_decay == "ignored" and True not in allowed.get("fixed_decay", (False,)):
         knobs = replace(knobs, fixed_decay="profile")
     return knobs != Knobs()
@@ -341,7 +356,26 @@ class CatalogueImplementation:
             bc1x, bc2x = bc1, bc2
 
         placement = prof.epsilon_denominator if kn.epsilon_denominator == "profile" else kn.epsilon_denominator
-        if placement != "before-bias-correction":
+        rho: float | None = None
+        sgd: str | None = None
+        if hp.rectify and kn.rectify != "ignored":
+            # RAdam's SMA length in binary64, as the PyTorch libraries compute it
+            n_inf = 2.0 / (1.0 - b2) - 1.0
+            p2 = b2**t
+            n_t = n_inf - 2.0 * t * p2 / (1.0 - p2)
+            if n_t >= 5.0 if kn.sma_threshold == ">=5" else n_t > 4.0:
+                rho = math.sqrt((n_t - 4.0) * (n_t - 2.0) * n_inf / ((n_inf - 4.0) * (n_inf - 2.0) * n_t))
+                before = prof.rectification.endswith("before-bias-correction")
+                if kn.rectified_epsilon == "swapped":
+                    before = not before
+                placement = "before-bias-correction" if before else "after-bias-correction"
+            else:
+                degenerate = hp.degenerated_to_sgd or kn.degenerate == "ignored"
+                sgd = "sgd" if degenerate else "none"
+        if sgd is not None:
+            bc1_sgd = (1.0 - b1**t) if (kn.sgd_bias_correction and req.hyperparameters.correct_bias) else 1.0
+            step_ = C(lr_i / bc1_sgd) * m1 if sgd == "sgd" else np.zeros_like(m1)
+        elif placement != "before-bias-correction":
             if placement == "after-bias-correction-with-transient-epsilon":
                 s_den = (s_den + eps_c).astype(ct)  # transient: not stored
             bc2y = bc2x * bc2x if kn.bias_correction == "bc2" else bc2x
@@ -361,11 +395,13 @@ class CatalogueImplementation:
             step_ = (eta * m1) / (np.sqrt(s_den) + eps_c)
         else:
             ratio = (m1 / (np.sqrt(s_den) + eps_c)).astype(ct)
-            if kn.fma and wd_mode != "decoupled":
+            if kn.fma and wd_mode != "decoupled" and rho is None:
                 w1 = _fma(np.asarray(-eta, ct), ratio, np.asarray(w, ct))
                 step_ = None
             else:
                 step_ = eta * ratio
+        if rho is not None:  # the rectified step: rho times the update (rounded once more)
+            step_ = (np.asarray(step_, ct) * C(rho)).astype(ct)
         if wd_mode == "decoupled":
             fixed = hp.fixed_decay and kn.fixed_decay != "ignored"
             c = wd_i if fixed else lr_i * wd_i

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the epsilon stored in s under a profile whose stored_epsilon is eps_root "
                           "(optax; default 0)")
     ref.add_argument("--no-bias-correction", action="store_true", help="correct_bias=False")
-    for switch in ("weight-decouple", "fixed-decay"):
+    for switch in ("weight-decouple", "fixed-decay", "rectify", "degenerated-to-sgd"):
         ref.add_argument(f"--{switch}", action=argparse.BooleanOptionalAction, default=None,
                          help=f"the switch {switch.replace('-', '_')} (default: the profile's own "
                               "default, spec/profiles.md#switches)")

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from itertools import combinations, product
+from itertools import combinations
 
 import numpy as np
 from adabelief_reference import profile_named, profile_names
+from adabelief_reference._profiles import switch_label, switch_settings
 
 from ._catalogue import MUTANTS, CatalogueImplementation, Knobs
 from ._compare import CaseOutcome, compare_array, flatten_results
@@ -116,15 +117,8 @@ def profile_label(profile: str, switches: dict[str, bool]) -> str:
     """'profile NAME', with the switch settings when the profile has switches."""
     label = f"profile {profile}"
     if switches:
-        label += " with " + ", ".join(f"{k}={v}" for k, v in sorted(switches.items()))
+        label += " with " + switch_label(switches)
     return label
-
-
-def _switch_settings(profile: str) -> list[dict[str, bool]]:
-    """Every setting of the profile's switches (one empty setting when it has none)."""
-    allowed = profile_named(profile).switches
-    names = sorted(allowed)
-    return [dict(zip(names, values)) for values in product(*(allowed[n] for n in names))]
 
 
 class _UnderProfile:
@@ -162,7 +156,7 @@ def _merge(a: Knobs, b: Knobs) -> Knobs | None:
 
 
 def _profile_entries() -> list[_UnderProfile]:
-    return [_UnderProfile(p, sw) for p in profile_names() for sw in _switch_settings(p)]
+    return [_UnderProfile(p, sw) for p in profile_names() for sw in switch_settings(profile_named(p))]
 
 
 def _entries() -> list[tuple[str, str, Implementation]]:

@@ -76,12 +76,27 @@ def naive_update(
         if hp.weight_decouple:  # w*(1 - lr_i*wd_i), or w*(1 - wd_i) with fixed_decay
             w = w * c(d(1) - (wd_i if hp.fixed_decay else lr_i * wd_i))
         s = beta2 * s + (one - beta2) * (r * r) + eps_state
-        if prof.epsilon_denominator == "before-bias-correction":
+        placement = prof.epsilon_denominator
+        rho = None
+        if hp.rectify:  # RAdam's SMA length N_t decides the branch (binary64)
+            b2 = d(hp.beta2)
+            n_inf = d(2) / (d(1) - b2) - d(1)
+            p2 = b2**t
+            n_t = n_inf - d(2) * t * p2 / (d(1) - p2)
+            if n_t < 5:  # an SGD step (lr_i/bc1)*m, or no step at all
+                bc1 = d(1) - d(hp.beta1) ** t if hp.correct_bias else d(1)
+                return (w - c(lr_i / bc1) * m if hp.degenerated_to_sgd else w), m, s
+            rho = np.sqrt((n_t - 4) * (n_t - 2) * n_inf / ((n_inf - 4) * (n_inf - 2) * n_t))
+            before = prof.rectification.endswith("before-bias-correction")
+            placement = "before-bias-correction" if before else "after-bias-correction"
+            eta = c(eta64 * rho)
+        if placement == "before-bias-correction":
             w = w - eta * (m / (np.sqrt(s) + epsilon))
         else:  # epsilon after the bias correction: (lr_i/bc1) * m / (sqrt(s/bc2) + epsilon)
             bc1, bc2 = (d(1) - d(hp.beta1) ** t, d(1) - d(hp.beta2) ** t) if hp.correct_bias else (d(1), d(1))
-            inner = s + epsilon if prof.epsilon_denominator.endswith("transient-epsilon") else s
-            w = w - c(lr_i / bc1) * (m / (np.sqrt(inner / c(bc2)) + epsilon))
+            inner = s + epsilon if placement.endswith("transient-epsilon") else s
+            a = lr_i / bc1 if rho is None else lr_i * rho / bc1
+            w = w - c(a) * (m / (np.sqrt(inner / c(bc2)) + epsilon))
     return w, m, s
 
 

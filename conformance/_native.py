@@ -131,6 +131,9 @@ class StepScalars:
     root_scale: np.ndarray | None = None
     eps_state: np.floating[Any] | None = None  # the epsilon stored in s (None: epsilon's)
     transient: bool = False  # epsilon added to s again, not stored, before the root
+    # rectify (NumPy backend only): per tensor 0 = the (rectified) adaptive step, 1 = SGD step
+    # eta*m, 2 = no step; None without rectification.
+    mode: np.ndarray | None = None
 
 
 class FlatPlan:
@@ -201,6 +204,8 @@ class FlatPlan:
         self._after_bc = prof.epsilon_denominator != "before-bias-correction"
         self._transient = prof.epsilon_denominator == "after-bias-correction-with-transient-epsilon"
         self._eps_state = None if prof.stored_epsilon == "epsilon" else self._to_compute(hp.eps_root)
+        self._rectify = hp.rectify
+        self._rect_before = prof.rectification.endswith("before-bias-correction")
 
     @classmethod
     def from_request(cls, request: RunRequest) -> FlatPlan:
@@ -248,9 +253,37 @@ class FlatPlan:
                     eta64 = self._lr * (np.sqrt(bc2) / bc1)
             else:
                 eta64 = self._lr
+            mode = None
+            if self._rectify:
+                eta64, root_scale, mode = self._rectified(eta64, root_scale)
             eta = eta64.astype(self.compute_dtype)
         return StepScalars(eta, (self._to_compute(r), *self._hyper_tail), self.flags, root_scale,
-                           self._eps_state, self._transient)
+                           self._eps_state, self._transient, mode)
+
+    def _rectified(self, eta64: np.ndarray, root_scale: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per tensor: RAdam's SMA length N_t (binary64, as the PyTorch libraries compute it)
+        decides between the rectified step (eta times rho; the rectified branch's epsilon
+        placement through root_scale, 1 for epsilon before the bias correction, exact), the SGD
+        step (lr_i/bc1)*m and no step."""
+        t = self.t.astype(np.float64)
+        b2 = self._beta2
+        n_inf = 2.0 / (1.0 - b2) - 1.0
+        p = np.power(b2, t)
+        n = n_inf - 2.0 * t * p / (1.0 - p)
+        with np.errstate(invalid="ignore"):
+            rho = np.sqrt((n - 4.0) * (n - 2.0) * n_inf / ((n_inf - 4.0) * (n_inf - 2.0) * n))
+        hp = self.hyperparameters
+        bc1 = 1.0 - np.power(self._beta1, t) if hp.correct_bias else np.ones_like(t)
+        rb = np.sqrt(1.0 - p) if hp.correct_bias else np.ones_like(t)
+        rectified = n >= 5.0
+        mode = np.where(rectified, 0, 1 if hp.degenerated_to_sgd else 2).astype(np.int8)
+        if self._rect_before:  # lr_i*rho*sqrt(bc2)/bc1 * m/(sqrt(s) + eps)
+            eta_rect, roots = self._lr * rho * rb / bc1, np.ones_like(t)
+        else:  # lr_i*rho/bc1 * m/(sqrt(s)/sqrt(bc2) + eps)
+            eta_rect, roots = self._lr * rho / bc1, rb
+        eta = np.where(rectified, eta_rect, self._lr / bc1)
+        return eta, roots.astype(self.compute_dtype), mode
 
     def chunks(self, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(tensor id int32, first element int64) of each chunk of at most ``chunk_size``

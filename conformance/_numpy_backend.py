@@ -213,17 +213,20 @@ class FusedAdaBelief:
 
     # ----- the step ------------------------------------------------------------------------
 
-    def _chunks(self, eta: np.ndarray, root_scale: np.ndarray | None = None
-                ) -> tuple[list[_Chunk], np.ndarray, np.ndarray, np.ndarray | None]:
+    def _chunks(self, eta: np.ndarray, root_scale: np.ndarray | None = None,
+                mode: np.ndarray | None = None
+                ) -> tuple[list[_Chunk], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """This step's chunks, and per run of tensors that share (eta, wd, root_scale): those.
 
         The layout (where runs break, hence the chunks and their views) is cached: it changes
         only when two neighbours' step sizes start or stop being equal.
         """
         if len(self._nonempty) == 0:
-            return [], eta[:0], eta[:0], None if root_scale is None else root_scale[:0]
+            return ([], eta[:0], eta[:0], None if root_scale is None else root_scale[:0],
+                    None if mode is None else mode[:0])
         e = eta[self._nonempty]
         rs = None if root_scale is None else root_scale[self._nonempty]
+        md = None if mode is None else mode[self._nonempty]
         if len(e) == 1:  # one tensor: one run (the common benchmark case; skips some work)
             breaks = self._wd_breaks
             key = b""
@@ -233,13 +236,15 @@ class FusedAdaBelief:
             if rs is not None:
                 rbits = rs.view(_bits(rs.dtype))
                 breaks |= rbits[1:] != rbits[:-1]
+            if md is not None:
+                breaks |= md[1:] != md[:-1]
             key = breaks.tobytes()
         if key != self._layout_key:
             self._layout_key = key
             self._firsts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
             self._layout = self._build_layout(self._firsts)
         return (self._layout, e[self._firsts], self._wd[self._firsts],
-                None if rs is None else rs[self._firsts])
+                None if rs is None else rs[self._firsts], None if md is None else md[self._firsts])
 
     def _build_layout(self, firsts: np.ndarray) -> list[_Chunk]:
         lasts = np.concatenate((firsts[1:], [len(self._nonempty)])) - 1
@@ -266,7 +271,8 @@ class FusedAdaBelief:
         sc = plan.advance(rescale_grad)
         if sc is None:
             return False
-        chunks, etas, wds, roots = self._chunks(sc.eta, sc.root_scale)
+        chunks, etas, wds, roots, modes = self._chunks(sc.eta, sc.root_scale, sc.mode)
+        mode_of = [0] * len(etas) if modes is None else modes.tolist()
         # 0-d arrays rather than NumPy scalars: a ufunc takes them a little faster.
         cd = plan.compute_dtype
         rescale, b1, _, b2, _, eps, clip = (np.array(v, cd) for v in sc.hyper)
@@ -320,6 +326,16 @@ class FusedAdaBelief:
                 mul(s, b2, s)
                 add(s, x, s)
                 add(s, eps_s, s)
+                mode = mode_of[run]
+                if mode:  # rectify below the SMA threshold: an SGD step eta*m, or none
+                    if keep_0d is not None:
+                        mul(w, keep_0d[run], w)
+                    if mode == 1:
+                        mul(m, eta_0d[run], x)
+                        sub(w, x, w)
+                    if w16 is not None:
+                        np.copyto(w16, w, casting="same_kind")
+                    continue
                 # w = w - eta*(m / (sqrt(s) + eps)); epsilon after the bias correction:
                 # w = w - (lr_i/bc1)*(m / (sqrt(s [+ eps])/sqrt(bc2) + eps))
                 if sc.transient:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ._arith import FIN, FORMS, POW_WEIGHT, Evaluator, X
+from ._arith import FIN, FORMS, POW_WEIGHT, Evaluator, NeedPrecision, X
 from ._formats import FLOAT16
 from ._model import CaseInputs
 from ._profiles import Profile, profile_named
@@ -222,9 +222,10 @@ class _Graph:
             out.e = prop + max(loc for _, loc in results)
         return out
 
-    def step_size(self, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
-        """spec: update_direction: the amount subtracted from w."""
-        if self.p.epsilon_denominator != "before-bias-correction":
+    def step_size(self, sc: _Scalars, m1: X, s1: X, eps: X, placement: str | None = None) -> X:
+        """spec: update_direction: the amount subtracted from w (placement: the profile's
+        epsilon_denominator unless given)."""
+        if (placement or self.p.epsilon_denominator) != "before-bias-correction":
             return self._step_after_bc(sc, m1, s1, eps)
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
         q = ev.sqrt(s1)
@@ -373,7 +374,11 @@ class _Graph:
             # |(r+d)^2 - r^2| <= 2|r|d + d^2: the square term matters where r is (nearly) zero.
             r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)
         s1 = self.second_moment(hp["beta2"], s, r2, hp["eps_state"])
-        delta = self.step_size(sc, m1, s1, hp["epsilon"])
+        rect = hp.get("rectification")
+        if rect is not None:
+            delta = self.rectified_step(rect[0], rect[1], sc, m1, s1, hp["epsilon"])
+        else:
+            delta = self.step_size(sc, m1, s1, hp["epsilon"])
         if decouple:
             w1 = self.decoupled_weight(sc, w, delta, hp["switches"].fixed_decay)
         else:
@@ -408,6 +413,86 @@ class _Graph:
                 loc_in = mlr * (E(ev.mul(sc.wd, w)) + u_plus) + E(t3) + E(out)
             out.e = mag(k) * w.e + mag(w) * c.e + delta.e + max(loc_mult, loc_in)
             self.check_range(t3)
+        return out
+
+    # ----- rectification (spec: sma_length, rectification_factor, rectified_direction) -------
+    def sma_length(self, b2: X, t: int) -> tuple[X, X]:
+        """(N_inf, N_t) with first-order bounds of their evaluation in the compute format."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        two = X(FIN, ev.iv.mpf(2), ev.zero)
+        om = ev.sub(self.one, b2)
+        om.e = b2.e + E(om)
+        inv = ev.div(two, om)
+        inv.e = 2 * om.e / mag(om) ** 2 + E(inv)
+        n_inf = ev.sub(inv, self.one)
+        n_inf.e = inv.e + E(n_inf)
+        p = ev.pow_int(b2, t)
+        p.e = t * mag(b2) ** (t - 1) * b2.e + E(p, POW_WEIGHT)
+        bc = ev.sub(self.one, p)
+        bc.e = p.e + E(bc)
+        tp = ev.mul(X(FIN, ev.iv.mpf(2 * t), ev.zero), p)
+        tp.e = 2 * t * p.e + E(tp)
+        q = ev.div(tp, bc)
+        q.e = tp.e / mag(bc) + mag(tp) * bc.e / mag(bc) ** 2 + E(q)
+        n = ev.sub(n_inf, q)
+        n.e = n_inf.e + q.e + E(n)
+        return n_inf, n
+
+    def rectification_factor(self, n_inf: X, n: X) -> X:
+        """rho = sqrt((N-4)(N-2)N_inf / ((N_inf-4)(N_inf-2)N)) for N >= 5, with its bound: the
+        partial derivatives of ln rho^2 in N and N_inf, and the local sites of the four
+        differences and the five products and quotients (in any order), halved by the root."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        four, two = X(FIN, ev.iv.mpf(4), ev.zero), X(FIN, ev.iv.mpf(2), ev.zero)
+        n4, n2, i4, i2 = ev.sub(n, four), ev.sub(n, two), ev.sub(n_inf, four), ev.sub(n_inf, two)
+        r2 = ev.div(ev.mul(ev.mul(n4, n2), n_inf), ev.mul(ev.mul(i4, i2), n))
+        rho = ev.sqrt(r2)
+        inv = [1 / mag(x) for x in (n4, n2, n, n_inf, i4, i2)]
+        rel_prop = (inv[0] + inv[1] + inv[2]) * n.e + (inv[3] + inv[4] + inv[5]) * n_inf.e
+        rel_loc = sum(E(x) * k for x, k in zip((n4, n2, i4, i2), (inv[0], inv[1], inv[4], inv[5])))
+        rel_loc += 5 * self.ev.u
+        rho.e = mag(rho) * (rel_prop + rel_loc) / 2 + E(rho)
+        return rho
+
+    def rectification(self, b2: X, t: int, degenerate: bool) -> tuple[str, X | None, bool]:
+        """(branch, rho, uncertain): branch 'rectified' (N_t >= 5), 'sgd' or 'none' below the
+        threshold; uncertain when |N_t - 5| is within N_t's bound (the branch may differ)."""
+        ev = self.ev
+        n_inf, n = self.sma_length(b2, t)
+        five = ev.iv.mpf(5)
+        dist = ev.mag(X(FIN, n.v - five))
+        uncertain = dist <= n.e
+        lo, hi = n.v.a, n.v.b
+        if lo >= five or (uncertain and hi >= five):
+            return "rectified", self.rectification_factor(n_inf, n), uncertain
+        if hi < five or uncertain:
+            return ("sgd" if degenerate else "none"), None, uncertain
+        raise NeedPrecision("SMA length at the threshold")
+
+    def rectified_step(self, branch: str, rho: X | None, sc: _Scalars, m1: X, s1: X, eps: X) -> X:
+        """spec: rectified_direction: rho * the update in the rectified branch's epsilon placement,
+        (lr_i/bc1)*m' below the threshold (sgd), or nothing."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        if branch == "none":
+            return X(FIN, ev.iv.mpf(0), ev.zero)
+        if branch == "sgd":
+            a = ev.div(sc.lr, sc.bc1)
+            # (lr_i*m')/bc1 rather than a*m': the same exact value, but an exact quotient stays
+            # a point interval, so that an exact tie (m' = (1 - b1)*g, bc1 = 1 - b1) is seen.
+            out = ev.div(ev.mul(sc.lr, m1), sc.bc1)
+            if out.k == FIN and m1.k == FIN:
+                mbc1 = mag(sc.bc1)
+                a_prop = sc.lr.e / mbc1 + mag(sc.lr) * sc.bc1.e / mbc1**2
+                loc = max(mag(m1) * E(a), mag(sc.lr) * E(ev.div(m1, sc.bc1))) + E(out)
+                out.e = mag(m1) * a_prop + mag(a) * m1.e + loc
+            return out
+        assert rho is not None
+        placement = ("before-bias-correction" if self.p.rectification.endswith("before-bias-correction")
+                     else "after-bias-correction")
+        base = self.step_size(sc, m1, s1, eps, placement)
+        out = ev.mul(rho, base)
+        if out.k == FIN and base.k == FIN:
+            out.e = mag(base) * rho.e + mag(rho) * base.e + E(out)
         return out
 
     dd_loc: Any = 0  # the last after-bias-correction denominator's local error bound
@@ -514,9 +599,14 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
                 sc = graph.scalars(leaves["lr"], mults[i][0], leaves["wd"], mults[i][1],
                                    leaves["beta1"], leaves["beta2"], t[i], hp.correct_bias)
                 hpx = dict(leaves, rescale=rescale, switches=hp)
+                uncertain = False
+                if hp.rectify:
+                    branch, rho, uncertain = graph.rectification(leaves["beta2"], t[i], hp.degenerated_to_sgd)
+                    hpx["rectification"] = (branch, rho)
                 new = {"w": [], "m": [], "s": []}
                 for j, gval in enumerate(step.grads[i]):
-                    graph.unsafe = graph.unsafe_all = False
+                    graph.unsafe = uncertain  # the rectification's branch is not certain
+                    graph.unsafe_all = False
                     g = ev.const(gval)
                     g.e = ev.zero
                     saw_nonfinite |= g.k != FIN

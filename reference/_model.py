@@ -63,9 +63,13 @@ class Hyperparameters:
     # to the gradient; fixed_decay: ... and not scaled by the learning rate (wd_i*w).
     weight_decouple: bool = False
     fixed_decay: bool = False
+    # rectify: RAdam's variance rectification (spec/algorithm.md#rectification); with
+    # degenerated_to_sgd, steps whose SMA length is below 5 are SGD steps, else no update of w.
+    rectify: bool = False
+    degenerated_to_sgd: bool = False
 
 
-SWITCHES: tuple[str, ...] = ("weight_decouple", "fixed_decay")
+SWITCHES: tuple[str, ...] = ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd")
 
 
 DEFAULT_HYPERPARAMETERS = Hyperparameters()

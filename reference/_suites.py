@@ -9,7 +9,6 @@ correction show), w near zero (the step is not hidden under w's own rounding), a
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ from fractions import Fraction
 
 from ._formats import Format
 from ._model import DTYPES, CaseInputs, Hyperparameters, ParamInput, StepInput
-from ._profiles import profile_named
+from ._profiles import profile_named, switch_settings
 
 __all__ = ["FLAGS", "SUITES", "Test"]
 
@@ -54,6 +53,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "Overflow": ("overflow", "An intermediate overflow handled differently from any admissible evaluation."),
     "Magnitude": ("dynamic range", "Wrong results far from 1: scaling, underflow, overflow."),
     "Trajectory": ("state over many steps", "State (m, s, t) not carried correctly from step to step."),
+    "Rectification": ("rectification", "The SMA threshold, the rectification factor, the rectified step's epsilon placement or the step below the threshold is wrong, or rectify is ignored."),
     "MixedPrecision": ("multi-precision", "float16 weights updated without the float32 master copy, or the float16 copy not rounded from it."),
 }
 
@@ -92,12 +92,12 @@ class Builder:
         # The switch settings a case of this profile may take, the library's defaults first; the
         # cases of every suite take them in turn, so that each suite checks the library with its
         # own defaults and with its options set closest to MXNet (switches off) alike.
-        allowed = profile_named(profile).switches
-        names = sorted(allowed)
-        combos = [dict(zip(names, values)) for values in itertools.product(*(allowed[n] for n in names))]
-        # fixed_decay changes nothing without weight_decouple: such settings only repeat others.
-        self.switch_settings = [c for c in combos if not (c.get("fixed_decay") and not c.get("weight_decouple"))]
+        self.switch_settings = switch_settings(profile_named(profile))
         self.cases_made = 0
+
+    def default_switches(self) -> dict[str, bool]:
+        """The library's default setting of every switch of this profile."""
+        return {k: v[0] for k, v in profile_named(self.profile).switches.items()}
 
     def allows(self, **switches: bool) -> bool:
         """Whether this profile's cases may take these switch values."""
@@ -124,8 +124,8 @@ class Builder:
             hp = replace(hp, eps_root=self.eps_root_rng.choice([0.0, 1e-16, e / 16, 16 * e, e]))
         if switches is None and self.switch_settings != [{}]:
             switches = self.switch_settings[self.cases_made % len(self.switch_settings)]
-        if switches:
-            hp = replace(hp, **switches)
+        if switches is not None:  # a switch the suite does not set keeps the library default
+            hp = replace(hp, **{**self.default_switches(), **switches})
         self.cases_made += 1
         return CaseInputs(self.profile, self.dtype, hp, tuple(params), st)
 
@@ -253,6 +253,30 @@ def suite_decoupled_weight_decay(b: Builder) -> list[Test]:
         tests.append(Test(b.case(HP(wd=0.05), [b.param([INF, -INF, NAN, 1.0], t=2, m=[0.01] * 4, s=[1e-3] * 4)],
                                  [[[0.1, 0.1, 0.1, 0.1]]], switches=sw),
                           f"decoupled decay of non-finite weights, fixed_decay={fixed}", ("WeightDecay", "SpecialValue")))
+    return tests
+
+
+def suite_rectification(b: Builder) -> list[Test]:
+    """RAdam's rectification (rectify), where it shows: the first steps, where the SMA length
+    N_t crosses 5 (t = 5 to 6 for these beta2) and below it the SGD step or none; tiny gradients,
+    so that the rectified step's epsilon placement shows. Only for profiles that rectify."""
+    if not b.allows(rectify=True):
+        return []
+    tests = []
+    w = [0.0, 0.0, 1e-3, 10.0, 0.0, -2.0]  # w = 0: the step itself is the output, to the last bit
+    for beta2 in (0.999, 0.99, 0.9):
+        for t0 in (0, 3, 4, 5, 6, 20):
+            for degenerate in (True, False):
+                if not b.allows(rectify=True, degenerated_to_sgd=degenerate):
+                    continue
+                grads = [[[x * (1 + 0.2 * k) for x in (1e-4, -2e-3, 0.3, -1e-5, 1e-6, 1.5)]] for k in range(3)]
+                m0 = [0.0] * 6 if t0 == 0 else [1e-4, -1e-3, 0.1, 0.0, 0.0, 0.5]
+                s0 = [0.0] * 6 if t0 == 0 else [1e-8, 1e-6, 1e-3, 1e-10, 0.0, 0.1]
+                sw = dict(b.default_switches(), rectify=True, degenerated_to_sgd=degenerate)
+                tests.append(Test(b.case(HP(beta2=beta2, wd=0.01), [b.param(w, m0, s0, t=t0)], grads,
+                                         switches=sw),
+                                  f"rectify, beta2={beta2}, t={t0}..{t0 + 3}, degenerated_to_sgd={degenerate}",
+                                  ("Rectification",)))
     return tests
 
 
@@ -433,6 +457,8 @@ SUITES: dict[str, tuple[str, Callable[[Builder], list[Test]]]] = {
     "weight-decay": ("Coupled weight decay with and without clipping, and wd_mult.", suite_weight_decay),
     "decoupled-weight-decay": ("Decoupled weight decay (weight_decouple, fixed_decay), for the profiles that have it.",
                                suite_decoupled_weight_decay),
+    "rectification": ("RAdam's rectification (rectify, degenerated_to_sgd), for the profiles that have it.",
+                      suite_rectification),
     "rescale": ("rescale_grad values, the skip rule, and per-step rescale_grad.", suite_rescale),
     "no-bias-correction": ("correct_bias = False.", suite_no_bias_correction),
     "epsilon": ("Epsilon-placement discriminators: tiny gradients, epsilon-dominated s, several steps.", suite_epsilon),

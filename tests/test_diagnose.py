@@ -129,18 +129,24 @@ class _AsProfile(CatalogueImplementation):
         return super().run(replace(request, profile=self.profile, hyperparameters=hp))
 
 
-def test_a_pytorch_library_is_named_with_its_profile_and_switches(cases) -> None:
+@pytest.mark.parametrize("rectify, label", [
+    (False, "fixed_decay=False, rectify=False, weight_decouple=True"),
+    (True, "degenerated_to_sgd=True, fixed_decay=False, rectify=True, weight_decouple=True"),
+])
+def test_a_pytorch_library_is_named_with_its_profile_and_switches(cases, rectify, label) -> None:
     """A PyTorch library (lerp, zero decay left out, sqrt(s)/sqrt(bc2)) with its default
-    weight_decouple, checked against MXNet's vectors, is named as what it is."""
+    weight_decouple, rectification off or on (its default), checked against MXNet's vectors, is
+    named as what it is."""
     pytorch = VARIANTS["lerp first moment, zero decay left out, sqrt(s)/sqrt(bc2) (PyTorch libraries)"]
-    impl = _AsProfile("torch-like", pytorch, "adabelief-pytorch", weight_decouple=True)
+    impl = _AsProfile("torch-like", pytorch, "adabelief-pytorch", weight_decouple=True,
+                      rectify=rectify, degenerated_to_sgd=True)
     rows = diagnose(impl, [c for c in cases if c.profile == "mxnet"])
     best = rows[0]
     assert best.kind == "profile" and best.explains_all
-    assert "profile adabelief-pytorch with fixed_decay=False, weight_decouple=True" in best.names
+    assert f"profile adabelief-pytorch with {label}" in best.names
     text = format_diagnosis(rows)
-    assert text.startswith("outputs match profile 'adabelief-pytorch' with fixed_decay=False, "
-                           f"weight_decouple=True on {best.failing} of {best.failing} failing cases")
+    assert text.startswith(f"outputs match profile 'adabelief-pytorch' with {label} on "
+                           f"{best.failing} of {best.failing} failing cases")
 
 
 @pytest.mark.parametrize("quirk, dtype", [
