@@ -56,6 +56,9 @@ class Knobs:
     sma_threshold: str = ">=5"  # >=5 | >4 (torch-optimizer)
     sgd_bias_correction: bool = True  # the SGD fallback divides by bc1 (torch-optimizer does not)
     degenerate: str = "profile"  # profile | ignored (below the threshold always an SGD step)
+    # profile | ignored (the denominator on s) | torch-optimizer (eps accumulates in the max buffer)
+    amsgrad: str = "profile"
+    amsgrad_rectified: str = "profile"  # profile | swapped: the rectified step on s or on s_max
     decoupled_form: str = "mult"  # mult: w*(1 - c) - step (PyTorch) | in-step: w - (step + c*w) (TF)
     root_form: str = "ratio"  # epsilon after the bias correction: sqrt(s/bc2) | roots: sqrt(s)/sqrt(bc2)
     update_form: str = "eta"  # eta: eta*(m/d) | lrm: (eta*m)/d | hat: lr*(m/bc1)/(sqrt(s/bc2)+eps/sqrt(bc2))
@@ -90,6 +93,9 @@ MUTANTS: dict[str, Knobs] = {
     "weight decay ignored": Knobs(weight_decay="ignored"),
     "weight_decouple ignored: decay added to the gradient": Knobs(weight_decay="coupled"),
     "rectify ignored: no rectification": Knobs(rectify="ignored"),
+    "amsgrad ignored: the denominator on s, not its maximum": Knobs(amsgrad="ignored"),
+    "AMSGrad epsilon accumulating in the maximum buffer (torch-optimizer)": Knobs(amsgrad="torch-optimizer"),
+    "rectified step on the other second moment (s or its maximum)": Knobs(amsgrad_rectified="swapped"),
     "rectified step with epsilon on the other side of the bias correction": Knobs(rectified_epsilon="swapped"),
     "SMA threshold N > 4 instead of N >= 5 (torch-optimizer)": Knobs(sma_threshold=">4"),
     "SGD fallback without the bias correction (torch-optimizer)": Knobs(sgd_bias_correction=False),
@@ -150,6 +156,10 @@ def applies_to(knobs: Knobs, profile: Profile) -> bool:
     if True not in allowed.get("rectify", (False,)):  # the rectification knobs change nothing
         knobs = replace(knobs, rectify="profile", rectified_epsilon="profile", sma_threshold=">=5",
                         sgd_bias_correction=True, degenerate="profile")
+    if True not in allowed.get("amsgrad", (False,)):  # the AMSGrad knobs change nothing
+        knobs = replace(knobs, amsgrad="profile", amsgrad_rectified="profile")
+    if knobs.amsgrad_rectified == "swapped" and True not in allowed.get("rectify", (False,)):
+        knobs = replace(knobs, amsgrad_rectified="profile")
     if knobs.degenerate == "ignored" and False not in allowed.get("degenerated_to_sgd", (False,)):
         knobs = replace(knobs, degenerate="profile")
     if knobs.fixed_decay == "ignored" and True not in allowed.get("fixed_decay", (False,)):
@@ -188,6 +198,7 @@ class _State:
     m: np.ndarray
     s: np.ndarray
     t: int
+    s_max: np.ndarray | None = None
 
 
 class CatalogueImplementation:
@@ -210,7 +221,8 @@ class CatalogueImplementation:
             ct = np.dtype(np.float64)
         with np.errstate(over="ignore"):  # float16 storage of a large float32 master overflows
             state = [_State(p.w.astype(np.float16).astype(ct) if ct == np.float16 else p.w.astype(ct),
-                            p.m.astype(ct), p.s.astype(ct), p.t) for p in request.params]
+                            p.m.astype(ct), p.s.astype(ct), p.t,
+                            None if p.s_max is None else p.s_max.astype(ct)) for p in request.params]
         steps_done = 0
         out: list[list[ParamResult]] = []
         flush = _flush if kn.flush_subnormals else (lambda x: x)
@@ -227,10 +239,12 @@ class CatalogueImplementation:
                         st.t += 1
                     if not skip:
                         t = (request.params[0].t + steps_done + 1) if kn.global_t else st.t
-                        w1, m1, s1 = self._update(request, p.lr_mult, p.wd_mult, t + kn.t_offset,
-                                                  flush(step.grads[i].astype(ct)), step.rescale_grad,
-                                                  st.w, st.m, st.s, ct)
+                        w1, m1, s1, x1 = self._update(request, p.lr_mult, p.wd_mult, t + kn.t_offset,
+                                                      flush(step.grads[i].astype(ct)), step.rescale_grad,
+                                                      st.w, st.m, st.s, ct, st.s_max)
                         w1, m1, s1 = flush(w1), flush(m1), flush(s1)
+                        if x1 is not None:
+                            st.s_max = flush(x1).astype(s_dt).astype(ct)
                         # The state lives in its storage dtype between steps.
                         if ct == np.float16:
                             st.w, st.m, st.s = w1, m1, s1
@@ -239,7 +253,8 @@ class CatalogueImplementation:
                             st.m, st.s = m1.astype(s_dt).astype(ct), s1.astype(s_dt).astype(ct)
                     w = st.w.astype(w_dt)
                     res.append(ParamResult(w, st.m.astype(s_dt), st.s.astype(s_dt),
-                                           w.astype(np.float16) if mp else None))
+                                           w.astype(np.float16) if mp else None,
+                                           None if st.s_max is None else st.s_max.astype(s_dt)))
                 steps_done += 1
                 out.append(res)
         return out
@@ -251,7 +266,8 @@ class CatalogueImplementation:
         return rescale == 0 or not math.isfinite(rescale)
 
     def _update(self, req: RunRequest, lr_mult: float, wd_mult: float, t: int, g: np.ndarray, rescale: float,
-                w: np.ndarray, m: np.ndarray, s: np.ndarray, ct: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                w: np.ndarray, m: np.ndarray, s: np.ndarray, ct: np.dtype, smax: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         kn, hp = self.knobs, req.hyperparameters
         C = ct.type
 
@@ -372,6 +388,20 @@ class CatalogueImplementation:
             else:
                 degenerate = hp.degenerated_to_sgd or kn.degenerate == "ignored"
                 sgd = "sgd" if degenerate else "none"
+        smax1 = None
+        if smax is not None:  # AMSGrad: the running maximum of s, a state of its own
+            if kn.amsgrad == "torch-optimizer":  # max of s without eps, then eps added to the buffer
+                s_store = base
+                smax1 = (np.maximum(smax, base) + eps_s).astype(ct)
+            else:
+                smax1 = np.maximum(smax, s_store)
+            if kn.amsgrad != "ignored":
+                on_max = True
+                if rho is not None:
+                    on_max = prof.amsgrad == "max-of-s"
+                    if kn.amsgrad_rectified == "swapped":
+                        on_max = not on_max
+                s_den = smax1 if on_max else s_store
         if sgd is not None:
             bc1_sgd = (1.0 - b1**t) if (kn.sgd_bias_correction and req.hyperparameters.correct_bias) else 1.0
             step_ = C(lr_i / bc1_sgd) * m1 if sgd == "sgd" else np.zeros_like(m1)
@@ -412,7 +442,7 @@ class CatalogueImplementation:
                 w1 = ((w * C(1.0 - c)).astype(ct) - step_).astype(ct)
         elif step_ is not None:
             w1 = (w - np.asarray(step_, ct)).astype(ct)
-        return w1.astype(ct), m1.astype(ct), s_store.astype(ct)
+        return w1.astype(ct), m1.astype(ct), s_store.astype(ct), smax1
 
 
 def catalogue(entries: dict[str, Knobs]) -> list[CatalogueImplementation]:

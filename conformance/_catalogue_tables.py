@@ -27,7 +27,7 @@ from ._vectors import VectorCase, load_vectors
 __all__ = ["main", "tables"]
 
 _DTYPES = ("float32", "float64", "float16-mp")
-_SHORT = {"cancellation": "canc", "clipping": "clip", "defaults": "def", "epsilon": "eps",
+_SHORT = {"amsgrad": "ams", "decoupled-weight-decay": "dwd", "rectification": "rect", "cancellation": "canc", "clipping": "clip", "defaults": "def", "epsilon": "eps",
           "hyperparameter-grid": "grid", "magnitudes": "mag", "multi-parameter": "multi",
           "no-bias-correction": "nobc", "rescale": "resc", "special-values": "spec",
           "timestep": "time", "trajectories": "traj", "weight-decay": "wd"}

@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the epsilon stored in s under a profile whose stored_epsilon is eps_root "
                           "(optax; default 0)")
     ref.add_argument("--no-bias-correction", action="store_true", help="correct_bias=False")
-    for switch in ("weight-decouple", "fixed-decay", "rectify", "degenerated-to-sgd"):
+    ref.add_argument("--s-max", metavar="LIST", help="AMSGrad's maximum of s before the step "
+                                                      "(amsgrad only; default: s)")
+    for switch in ("weight-decouple", "fixed-decay", "rectify", "degenerated-to-sgd", "amsgrad"):
         ref.add_argument(f"--{switch}", action=argparse.BooleanOptionalAction, default=None,
                          help=f"the switch {switch.replace('-', '_')} (default: the profile's own "
                               "default, spec/profiles.md#switches)")
@@ -506,7 +508,13 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     if hyper.eps_root != 0.0 and profile_named(args.profile).stored_epsilon != "eps_root":
         raise UsageError(f"--eps-root: profile {args.profile} stores epsilon in s, not eps_root; "
                          "use a profile whose stored_epsilon is eps_root (e.g. optax)")
-    param = ParamInput(w, m, s, t=args.t, lr_mult=hp(args.lr_mult, "lr_mult"), wd_mult=hp(args.wd_mult, "wd_mult"))
+    s_max = None
+    if hyper.amsgrad:
+        s_max = s if args.s_max is None else _list(args.s_max, spec.compute, "s_max", notes, n)
+    elif args.s_max is not None:
+        raise UsageError("--s-max: only with --amsgrad (the maximum of s is AMSGrad's state)")
+    param = ParamInput(w, m, s, t=args.t, lr_mult=hp(args.lr_mult, "lr_mult"), wd_mult=hp(args.wd_mult, "wd_mult"),
+                       s_max=s_max)
     try:
         case = CaseInputs(args.profile, args.dtype, hyper, (param,), tuple(StepInput((g,)) for g in grads))
     except ValueError as e:

@@ -144,7 +144,7 @@ def flatten_results(vc: VectorCase, results: Sequence[Sequence[ParamResult]]) ->
     """Check the shapes and dtypes of an implementation's results and flatten them per output."""
     case = vc.case
     g_dt, w_dt, s_dt = NUMPY_DTYPES[case.dtype]
-    want = {"w": w_dt, "m": s_dt, "s": s_dt, "w16": g_dt}
+    want = {"w": w_dt, "m": s_dt, "s": s_dt, "s_max": s_dt, "w16": g_dt}
     names = list(vc.expected)
     if len(results) != len(case.steps):
         raise ValueError(f"returned {len(results)} steps, expected {len(case.steps)}")

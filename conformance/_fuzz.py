@@ -215,7 +215,8 @@ def case_strategy(profile: str, dtype: str) -> st.SearchStrategy[CaseInputs]:
                                  st.sampled_from([10**6, 2**31 - 1, 2**32, _MAX_T])))
     mults = st.sampled_from([1.0, 0.5, 2.0, 0.0])
     hp_values = _hyperparameters(spec.compute)
-    if profile_named(profile).stored_epsilon == "eps_root":  # optax: its own stored epsilon
+    prof = profile_named(profile)
+    if prof.stored_epsilon == "eps_root":  # optax: its own stored epsilon
         keep = _keep_class(spec.compute)
         eps_roots = _mostly(st.sampled_from([0.0, 1e-16, 1e-8]),
                             st.one_of(st.sampled_from([5e-324, 1e-45, 1.0]), st.floats(0.0, 1e3)))
@@ -233,9 +234,13 @@ def case_strategy(profile: str, dtype: str) -> st.SearchStrategy[CaseInputs]:
         def values(strategy: st.SearchStrategy[float], n: int) -> tuple[float, ...]:
             return tuple(draw(st.lists(strategy, min_size=n, max_size=n)))
 
+        # the profile's switches (spec/profiles.md#switches), each one of the values it lists
+        switches = {k: draw(st.sampled_from(v)) for k, v in sorted(prof.switches.items())}
+        hp = replace(hp, **switches)
         params = tuple(
             ParamInput(w=values(w_values, n), m=values(m_values, n), s=values(s_values, n),
-                       t=draw(t_values), lr_mult=draw(mults), wd_mult=draw(mults), index=i)
+                       t=draw(t_values), lr_mult=draw(mults), wd_mult=draw(mults), index=i,
+                       s_max=values(s_values, n) if hp.amsgrad else None)
             for i, n in enumerate(sizes))
         steps = tuple(StepInput(tuple(values(g_values, n) for n in sizes), draw(rescales))
                       for _ in range(n_steps))

@@ -34,8 +34,10 @@ def naive_update(
     rescale_grad: float,
     profile: str,
     compute: np.dtype,
+    s_max: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One parameter's new (w, m, s); ``t`` is the update count of this step (>= 1)."""
+    """One parameter's new (w, m, s); ``t`` is the update count of this step (>= 1). Under
+    amsgrad ``s_max`` is the maximum buffer, updated in place."""
     c = compute.type
     with np.errstate(all="ignore"):
         # float64 scalars (not Python floats): 1/0 and overflow give inf instead of raising.
@@ -76,6 +78,10 @@ def naive_update(
         if hp.weight_decouple:  # w*(1 - lr_i*wd_i), or w*(1 - wd_i) with fixed_decay
             w = w * c(d(1) - (wd_i if hp.fixed_decay else lr_i * wd_i))
         s = beta2 * s + (one - beta2) * (r * r) + eps_state
+        s_den = s
+        if s_max is not None:  # AMSGrad: the running maximum of s, updated in place
+            np.maximum(s_max, s, out=s_max)
+            s_den = s_max
         placement = prof.epsilon_denominator
         rho = None
         if hp.rectify:  # RAdam's SMA length N_t decides the branch (binary64)
@@ -90,11 +96,13 @@ def naive_update(
             before = prof.rectification.endswith("before-bias-correction")
             placement = "before-bias-correction" if before else "after-bias-correction"
             eta = c(eta64 * rho)
+            if prof.amsgrad == "max-of-s-unrectified":
+                s_den = s
         if placement == "before-bias-correction":
-            w = w - eta * (m / (np.sqrt(s) + epsilon))
+            w = w - eta * (m / (np.sqrt(s_den) + epsilon))
         else:  # epsilon after the bias correction: (lr_i/bc1) * m / (sqrt(s/bc2) + epsilon)
             bc1, bc2 = (d(1) - d(hp.beta1) ** t, d(1) - d(hp.beta2) ** t) if hp.correct_bias else (d(1), d(1))
-            inner = s + epsilon if placement.endswith("transient-epsilon") else s
+            inner = s_den + epsilon if placement.endswith("transient-epsilon") else s_den
             a = lr_i / bc1 if rho is None else lr_i * rho / bc1
             w = w - c(a) * (m / (np.sqrt(inner / c(bc2)) + epsilon))
     return w, m, s
@@ -110,6 +118,7 @@ class NaiveParam:
     t: int = 0
     lr_mult: float = 1.0
     wd_mult: float = 1.0
+    s_max: np.ndarray | None = None  # amsgrad only
 
 
 def naive_step(params: Sequence[NaiveParam], grads: Sequence[np.ndarray], hp: Hyperparameters,
@@ -123,7 +132,7 @@ def naive_step(params: Sequence[NaiveParam], grads: Sequence[np.ndarray], hp: Hy
         return False  # the skip rule: w, m, s unchanged
     for p, g in zip(params, grads):
         w, m, s = naive_update(p.w, p.m, p.s, g, p.t, p.lr_mult, p.wd_mult, hp, r, profile,
-                               p.m.dtype)
+                               p.m.dtype, p.s_max)
         p.w[...] = w
         p.m[...] = m
         p.s[...] = s
@@ -144,7 +153,8 @@ class NaiveNumpy:
         self.version = f"{__version__} (numpy {np.__version__})"
 
     def run(self, request: RunRequest) -> list[list[ParamResult]]:
-        params = [NaiveParam(p.w.copy(), p.m.copy(), p.s.copy(), p.t, p.lr_mult, p.wd_mult)
+        params = [NaiveParam(p.w.copy(), p.m.copy(), p.s.copy(), p.t, p.lr_mult, p.wd_mult,
+                             None if p.s_max is None else p.s_max.copy())
                   for p in request.params]
         multi_precision = request.dtype == "float16-mp"
         results = []
@@ -157,6 +167,7 @@ class NaiveNumpy:
                 if multi_precision:
                     with np.errstate(over="ignore"):
                         w16 = p.w.astype(np.float16)
-                out.append(ParamResult(p.w.copy(), p.m.copy(), p.s.copy(), w16))
+                out.append(ParamResult(p.w.copy(), p.m.copy(), p.s.copy(), w16,
+                                       None if p.s_max is None else p.s_max.copy()))
             results.append(out)
         return results

@@ -95,10 +95,11 @@ def _plan_supports(profile: Profile) -> bool:
 
 def _kernel_supports(profile: Profile) -> bool:
     """The one-pass kernel's choices (numba, cuda-host, cupy): as the plan's, with the epsilon
-    of the denominator stored in s and added to sqrt(s) before the bias correction."""
+    of the denominator stored in s and added to sqrt(s) before the bias correction, and no
+    switch (decoupled decay, rectification, AMSGrad) that a case may turn on."""
     return (_plan_supports(profile) and profile.stored_epsilon == "epsilon"
             and profile.epsilon_denominator == "before-bias-correction"
-            and True not in profile.switches.get("weight_decouple", (False,)))
+            and not any(True in values for values in profile.switches.values()))
 
 
 # The profiles of spec/profiles.json whose choices the backends implement, read from the data.
@@ -112,6 +113,8 @@ def require_kernel_profile(plan: FlatPlan, who: str) -> None:
     if plan.profile not in SUPPORTED_PROFILES:
         raise UsageError(f"profile {plan.profile!r}: {who} implements {list(SUPPORTED_PROFILES)} "
                          "(the kernel adds epsilon to sqrt(s) before the bias correction)")
+
+
 FLAG_CLIP = 1  # AB_FLAG_CLIP in the .cuh
 FLAG_WD_AFTER_CLIP = 2  # AB_FLAG_WD_AFTER_CLIP in the .cuh
 _ABI_VERSION = 1  # ab_host_abi_version() in adabelief_host.c
@@ -206,6 +209,8 @@ class FlatPlan:
         self._eps_state = None if prof.stored_epsilon == "epsilon" else self._to_compute(hp.eps_root)
         self._rectify = hp.rectify
         self._rect_before = prof.rectification.endswith("before-bias-correction")
+        self.amsgrad = hp.amsgrad  # the NumPy backend keeps a running maximum of s
+        self.amsgrad_rectified_on_s = prof.amsgrad == "max-of-s-unrectified"
 
     @classmethod
     def from_request(cls, request: RunRequest) -> FlatPlan:
@@ -331,13 +336,20 @@ def run_flat_request(
         _concat([p.m for p in ps], plan.compute_dtype),
         _concat([p.s for p in ps], plan.compute_dtype),
     )
+    s_max = getattr(stepper, "s_max", None)
+    if plan.amsgrad:
+        if s_max is None:
+            raise UsageError("amsgrad: this backend keeps no maximum of s")
+        s_max[...] = _concat([p.s_max for p in ps if p.s_max is not None], plan.compute_dtype)
     results = []
     for step in request.steps:
         stepper.step(_concat(step.grads, plan.storage_dtype), step.rescale_grad)
         w, m, s, w16 = stepper.snapshot()
         parts = [plan.split(a) for a in (w, m, s)]
         parts16 = plan.split(w16) if w16 is not None else [None] * plan.n_tensors
-        results.append([ParamResult(wi, mi, si, hi) for wi, mi, si, hi in zip(*parts, parts16)])
+        partsx = plan.split(s_max.copy()) if plan.amsgrad and s_max is not None else [None] * plan.n_tensors
+        results.append([ParamResult(wi, mi, si, hi, xi)
+                        for wi, mi, si, hi, xi in zip(*parts, parts16, partsx)])
     return results
 
 

@@ -159,6 +159,8 @@ class FusedAdaBelief:
         self.w = np.zeros(n, plan.master_dtype) if w is None else _flat(w, plan.master_dtype, n, "w")
         self.m = np.zeros(n, cd) if m is None else _flat(m, cd, n, "m")
         self.s = np.zeros(n, cd) if s is None else _flat(s, cd, n, "s")
+        # amsgrad: the running maximum of s (set it through this attribute; default 0)
+        self.s_max: np.ndarray | None = np.zeros(n, cd) if plan.amsgrad else None
         self.grad = np.zeros(n, plan.storage_dtype)
         self.w16: np.ndarray | None = None
         if plan.multi_precision:
@@ -258,7 +260,7 @@ class FusedAdaBelief:
                 layout.append(_Chunk(a, b, run, self.w[a:b], self.m[a:b], self.s[a:b],
                                      None if self.w16 is None else self.w16[a:b],
                                      self._gbuf[:k], self._xbuf[:k], self._ibuf[:k],
-                                     self._fbuf[:k]))
+                                     self._fbuf[:k], None if self.s_max is None else self.s_max[a:b]))
         return layout
 
     def step(self, g: Any = None, rescale_grad: float | None = None) -> bool:
@@ -289,7 +291,7 @@ class FusedAdaBelief:
         clip_last = bool(sc.flags & FLAG_CLIP and not sc.flags & FLAG_WD_AFTER_CLIP)
         sub, mul, add, div, sqrt = np.subtract, np.multiply, np.add, np.divide, np.sqrt
         with np.errstate(all="ignore"):  # inf and NaN are results here, not errors
-            for a, b, run, w, m, s, w16, gb, x, ib, fin in chunks:
+            for a, b, run, w, m, s, w16, gb, x, ib, fin, smax in chunks:
                 # g': in gb, or the caller's gradient itself (read only) when unchanged.
                 if w16 is not None:  # float16 gradient, widened exactly through the table
                     np.copyto(ib, gf[a:b].view(np.uint16))
@@ -326,6 +328,10 @@ class FusedAdaBelief:
                 mul(s, b2, s)
                 add(s, x, s)
                 add(s, eps_s, s)
+                s_root = s
+                if smax is not None:  # amsgrad: the root takes the running maximum of s
+                    np.maximum(smax, s, out=smax)
+                    s_root = s if (sc.mode is not None and plan.amsgrad_rectified_on_s) else smax
                 mode = mode_of[run]
                 if mode:  # rectify below the SMA threshold: an SGD step eta*m, or none
                     if keep_0d is not None:
@@ -339,10 +345,10 @@ class FusedAdaBelief:
                 # w = w - eta*(m / (sqrt(s) + eps)); epsilon after the bias correction:
                 # w = w - (lr_i/bc1)*(m / (sqrt(s [+ eps])/sqrt(bc2) + eps))
                 if sc.transient:
-                    add(s, eps, x)
+                    add(s_root, eps, x)
                     sqrt(x, x)
                 else:
-                    sqrt(s, x)
+                    sqrt(s_root, x)
                 if root_0d is not None:
                     div(x, root_0d[run], x)
                 add(x, eps, x)
@@ -370,6 +376,7 @@ class _Chunk(NamedTuple):
     x: np.ndarray
     ib: np.ndarray
     fin: np.ndarray
+    s_max: np.ndarray | None
 
 
 def _bits(dtype: np.dtype) -> type[np.unsignedinteger[Any]]:

@@ -47,6 +47,7 @@ class ParamState:
     t: int
     lr_mult: float
     wd_mult: float
+    s_max: np.ndarray | None = None  # the AMSGrad maximum of s (amsgrad cases only)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ParamResult:
     m: np.ndarray
     s: np.ndarray
     w16: np.ndarray | None = None
+    s_max: np.ndarray | None = None  # required for amsgrad cases only
 
 
 @runtime_checkable
@@ -115,6 +117,7 @@ def request_from_case(case: CaseInputs, case_id: str = "") -> RunRequest:
             t=p.t,
             lr_mult=p.lr_mult,
             wd_mult=p.wd_mult,
+            s_max=None if p.s_max is None else np.array(p.s_max, dtype=s_dt),
         )
         for p in case.params
     )

@@ -59,7 +59,7 @@ EXIT_OK = 0  # conforming: no failed or errored case left after the expectations
 EXIT_NONCONFORMING = 1  # a failed or errored case, or a stale expectation entry
 EXIT_USAGE = 2  # bad command line, vector file, target or expectation file
 
-OUTPUTS = ("w", "m", "s", "w16")
+OUTPUTS = ("w", "m", "s", "s_max", "w16")
 # Final statuses: xfailed = fails as an expectation entry says; xpassed = passes although a strict
 # entry lists it (the entry is stale).
 STATUSES = ("passed", "failed", "errored", "skipped", "xfailed", "xpassed")
@@ -288,7 +288,7 @@ class _Malformed(Exception):
 
 
 # the dtype of each output: w in the master dtype, m and s in the state dtype, w16 float16
-_WANT = {name: {"w": w, "m": s, "s": s, "w16": g} for name, (g, w, s) in NUMPY_DTYPES.items()}
+_WANT = {name: {"w": w, "m": s, "s": s, "s_max": s, "w16": g} for name, (g, w, s) in NUMPY_DTYPES.items()}
 
 
 def _compare_chunk(chunk: list[tuple[VectorCase, Results, float]], max_failures: int,

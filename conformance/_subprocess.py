@@ -264,6 +264,7 @@ def request_to_json(request: RunRequest) -> dict[str, Any]:
                 "w": _hex_list(p.w),
                 "m": _hex_list(p.m),
                 "s": _hex_list(p.s),
+                **({} if p.s_max is None else {"s_max": _hex_list(p.s_max)}),
             }
             for p in request.params
         ],
@@ -317,6 +318,8 @@ def _request_from_json(case: Any) -> RunRequest:
             t=_int(_get(p, "t", f), f"{f}.t"),
             lr_mult=_parse_hex(_get(p, "lr_mult", f), f"{f}.lr_mult"),
             wd_mult=_parse_hex(_get(p, "wd_mult", f), f"{f}.wd_mult"),
+            s_max=(_parse_array(p["s_max"], s_dt, f"{f}.s_max", w.size)
+                   if isinstance(p, Mapping) and "s_max" in p else None),
         ))
     steps = []
     raw_steps = _get(case, "steps", "")
@@ -349,6 +352,8 @@ def results_to_json(results: Sequence[Sequence[ParamResult]]) -> list[list[dict[
         row = []
         for r in step:
             obj = {"w": _hex_list(r.w), "m": _hex_list(r.m), "s": _hex_list(r.s)}
+            if r.s_max is not None:
+                obj["s_max"] = _hex_list(r.s_max)
             if r.w16 is not None:
                 obj["w16"] = _hex_list(r.w16)
             row.append(obj)
@@ -392,7 +397,10 @@ def _results_from_json(results: Any, request: RunRequest) -> list[list[ParamResu
                 w16 = _parse_array(_get(obj, "w16", f), np.dtype(np.float16), f"{f}.w16", n)
             elif "w16" in obj:
                 raise _FieldError(f"{f}.w16", f"only float16-mp results have w16, not {request.dtype}")
-            row.append(ParamResult(w, m, s, w16))
+            s_max = None
+            if request.hyperparameters.amsgrad:
+                s_max = _parse_array(_get(obj, "s_max", f), s_dt, f"{f}.s_max", n)
+            row.append(ParamResult(w, m, s, w16, s_max))
         out.append(row)
     return out
 

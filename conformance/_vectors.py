@@ -172,6 +172,7 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
             w=_hexes(p["w"], f"{pw}.w"), m=_hexes(p["m"], f"{pw}.m"), s=_hexes(p["s"], f"{pw}.s"),
             t=int(p["t"]), lr_mult=_hex(p["lr_mult"], f"{pw}.lr_mult"),
             wd_mult=_hex(p["wd_mult"], f"{pw}.wd_mult"), index=int(p["index"]),
+            s_max=_hexes(p["s_max"], f"{pw}.s_max") if "s_max" in p else None,
         ))
     steps = []
     for k, st in enumerate(test["steps"]):
@@ -185,7 +186,7 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
     except ValueError as e:
         raise InvalidVector(f"{where}: {e}") from None
     spec = DTYPES[case.dtype]
-    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "w16": FLOAT16}
+    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
     names = outputs_of(case)
     cols: dict[str, dict[str, list[Any]]] = {n: {"kind": [], "value": [], "residual": [], "sigma": []} for n in names}
     alts: dict[str, dict[int, tuple[Finite | Special, ...]]] = {n: {} for n in names}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ._arith import FIN, FORMS, POW_WEIGHT, Evaluator, NeedPrecision, X
+from ._arith import FIN, FORMS, NAN, NINF, PINF, POW_WEIGHT, Evaluator, NeedPrecision, X
 from ._formats import FLOAT16
 from ._model import CaseInputs
 from ._profiles import Profile, profile_named
@@ -32,9 +32,13 @@ _A_FORM = {"canonical": ("q", "a"), "fused": ("q", "a"), "step": ("q", "am"), "h
            "plain": ("q", "a"), "lerp-high": ("q", "a")}
 
 
+_STATE = ("w", "m", "s", "s_max")
+
+
 def outputs_of(case: CaseInputs) -> tuple[str, ...]:
-    """Names of the per-element outputs of every step, in order."""
-    return ("w", "m", "s", "w16") if case.dtype_spec.multi_precision else ("w", "m", "s")
+    """Names of the per-element outputs of every step, in order (s_max in amsgrad cases)."""
+    names = ("w", "m", "s", "s_max") if case.hyperparameters.amsgrad else ("w", "m", "s")
+    return (*names, "w16") if case.dtype_spec.multi_precision else names
 
 
 @dataclass
@@ -354,10 +358,10 @@ class _Graph:
         out.e = prop + k * self.dd_loc + loc_num
         return out
 
-    def element(self, sc: _Scalars, hp: dict[str, Any], w: X, g: X, m: X, s: X, clip: X | None) -> dict[str, X]:
-        """spec: adabelief_step for one element."""
+    def element(self, sc: _Scalars, hp: dict[str, Any], w: X, g: X, m: X, s: X, clip: X | None,
+                s_max: X | None = None) -> dict[str, X]:
+        """spec: adabelief_step for one element (s_max: the AMSGrad state, amsgrad cases)."""
         ev = self.ev
-        self.unsafe = False
         decouple = hp["switches"].weight_decouple
         gc = self.gradient(g, w, hp["rescale"], sc, clip, coupled=not decouple)
         m1 = self.first_moment(hp["beta1"], m, gc)
@@ -374,11 +378,17 @@ class _Graph:
             # |(r+d)^2 - r^2| <= 2|r|d + d^2: the square term matters where r is (nearly) zero.
             r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)
         s1 = self.second_moment(hp["beta2"], s, r2, hp["eps_state"])
+        s_den = s1  # the second moment under the root
+        smax1 = None
+        if s_max is not None:  # spec: amsgrad_maximum
+            smax1 = self.maximum(s_max, s1)
+            s_den = smax1
         rect = hp.get("rectification")
         if rect is not None:
-            delta = self.rectified_step(rect[0], rect[1], sc, m1, s1, hp["epsilon"])
+            s_rect = s1 if self.p.amsgrad == "max-of-s-unrectified" else s_den
+            delta = self.rectified_step(rect[0], rect[1], sc, m1, s_rect, hp["epsilon"])
         else:
-            delta = self.step_size(sc, m1, s1, hp["epsilon"])
+            delta = self.step_size(sc, m1, s_den, hp["epsilon"])
         if decouple:
             w1 = self.decoupled_weight(sc, w, delta, hp["switches"].fixed_decay)
         else:
@@ -387,7 +397,25 @@ class _Graph:
                 w1.e = w.e + delta.e + ev.E(w1)
         for x in (gc, m1, r, r2, s1, delta, w1):
             self.check_range(x)
-        return {"w": w1, "m": m1, "s": s1}
+        out = {"w": w1, "m": m1, "s": s1}
+        if smax1 is not None:
+            self.check_range(smax1)
+            out["s_max"] = smax1
+        return out
+
+    def maximum(self, a: X, b: X) -> X:
+        """max(a, b), exact (no rounding); NaN if either is NaN; bound max(e_a, e_b)."""
+        if NAN in (a.k, b.k):
+            return X(NAN)
+        if PINF in (a.k, b.k):
+            return X(PINF)
+        if a.k == NINF:
+            return X(b.k, b.v, b.e)
+        if b.k == NINF:
+            return X(a.k, a.v, a.e)
+        lo = a.v.a if a.v.a >= b.v.a else b.v.a
+        hi = a.v.b if a.v.b >= b.v.b else b.v.b
+        return X(FIN, self.ev.iv.mpf((lo, hi)), max(a.e, b.e))
 
     def decoupled_weight(self, sc: _Scalars, w: X, delta: X, fixed: bool) -> X:
         """spec: decoupled_decay: w' = w - c*w - delta with c = lr_i*wd_i (or wd_i, fixed).
@@ -416,41 +444,54 @@ class _Graph:
         return out
 
     # ----- rectification (spec: sma_length, rectification_factor, rectified_direction) -------
-    def sma_length(self, b2: X, t: int) -> tuple[X, X]:
-        """(N_inf, N_t) with first-order bounds of their evaluation in the compute format."""
-        ev, mag, E = self.ev, self.ev.mag, self.ev.E
-        two = X(FIN, ev.iv.mpf(2), ev.zero)
-        om = ev.sub(self.one, b2)
-        om.e = b2.e + E(om)
-        inv = ev.div(two, om)
-        inv.e = 2 * om.e / mag(om) ** 2 + E(inv)
-        n_inf = ev.sub(inv, self.one)
-        n_inf.e = inv.e + E(n_inf)
-        p = ev.pow_int(b2, t)
-        p.e = t * mag(b2) ** (t - 1) * b2.e + E(p, POW_WEIGHT)
-        bc = ev.sub(self.one, p)
-        bc.e = p.e + E(bc)
-        tp = ev.mul(X(FIN, ev.iv.mpf(2 * t), ev.zero), p)
-        tp.e = 2 * t * p.e + E(tp)
-        q = ev.div(tp, bc)
-        q.e = tp.e / mag(bc) + mag(tp) * bc.e / mag(bc) ** 2 + E(q)
-        n = ev.sub(n_inf, q)
-        n.e = n_inf.e + q.e + E(n)
-        return n_inf, n
+    def sma_length(self, b2: X, t: int) -> tuple[X, X, Any, Any, Any, Any]:
+        """(N_inf, N_t, dN_inf/db2, dN_t/db2, local_inf, local_t): the SMA lengths with bounds.
 
-    def rectification_factor(self, n_inf: X, n: X) -> X:
-        """rho = sqrt((N-4)(N-2)N_inf / ((N_inf-4)(N_inf-2)N)) for N >= 5, with its bound: the
-        partial derivatives of ln rho^2 in N and N_inf, and the local sites of the four
-        differences and the five products and quotients (in any order), halved by the root."""
+        beta2's leaf error enters both through their exact derivatives (N_t = N_inf - q moves far
+        less than either term when beta2 does); the local parts are the rounding sites of the
+        evaluation in the compute format, each through its own derivative: 1 - b2 (2/om^2), the
+        quotient and the difference for N_inf; the pow (2t/bc^2), 1 - p (|tp|/bc^2), 2t*p (1/bc),
+        the quotient and the difference for N_t."""
         ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        iv = ev.iv
+        two = X(FIN, iv.mpf(2), ev.zero)
+        om = ev.sub(self.one, b2)
+        inv = ev.div(two, om)
+        n_inf = ev.sub(inv, self.one)
+        p = ev.pow_int(b2, t)
+        bc = ev.sub(self.one, p)
+        tp = ev.mul(X(FIN, iv.mpf(2 * t), ev.zero), p)
+        q = ev.div(tp, bc)
+        n = ev.sub(n_inf, q)
+        mom, mbc = mag(om), mag(bc)
+        d_inf = 2 / om.v**2
+        d_n = d_inf - 2 * t * t * b2.v ** (t - 1) / bc.v**2 if t > 1 else d_inf - 2 / bc.v**2
+        loc_inf = 2 * E(om) / mom**2 + E(inv) + E(n_inf)
+        loc_n = (loc_inf + 2 * t * E(p, POW_WEIGHT) / mbc**2 + mag(tp) * E(bc) / mbc**2
+                 + E(tp) / mbc + E(q) + E(n))
+        dm_inf, dm_n = mag(X(FIN, d_inf)), mag(X(FIN, d_n))
+        n_inf.e = dm_inf * b2.e + loc_inf
+        n.e = dm_n * b2.e + loc_n
+        return n_inf, n, d_inf, d_n, loc_inf, loc_n
+
+    def rectification_factor(self, b2: X, sma: tuple[X, X, Any, Any, Any, Any]) -> X:
+        """rho = sqrt((N-4)(N-2)N_inf / ((N_inf-4)(N_inf-2)N)) for N >= 5, with its bound: ln rho^2
+        moves by a_N dN + a_inf dN_inf, so beta2's leaf error enters through the exact
+        a_N dN/db2 + a_inf dN_inf/db2, the local parts of N and N_inf through |a_N| and |a_inf|;
+        plus the sites of the four differences and the five products and quotients (in any
+        order), halved by the root."""
+        ev, mag, E = self.ev, self.ev.mag, self.ev.E
+        n_inf, n, d_inf, d_n, loc_inf, loc_n = sma
         four, two = X(FIN, ev.iv.mpf(4), ev.zero), X(FIN, ev.iv.mpf(2), ev.zero)
         n4, n2, i4, i2 = ev.sub(n, four), ev.sub(n, two), ev.sub(n_inf, four), ev.sub(n_inf, two)
         r2 = ev.div(ev.mul(ev.mul(n4, n2), n_inf), ev.mul(ev.mul(i4, i2), n))
         rho = ev.sqrt(r2)
-        inv = [1 / mag(x) for x in (n4, n2, n, n_inf, i4, i2)]
-        rel_prop = (inv[0] + inv[1] + inv[2]) * n.e + (inv[3] + inv[4] + inv[5]) * n_inf.e
-        rel_loc = sum(E(x) * k for x, k in zip((n4, n2, i4, i2), (inv[0], inv[1], inv[4], inv[5])))
-        rel_loc += 5 * self.ev.u
+        a_n = 1 / n4.v + 1 / n2.v - 1 / n.v
+        a_inf = 1 / n_inf.v - 1 / i4.v - 1 / i2.v
+        lead = mag(X(FIN, a_n * d_n + a_inf * d_inf)) * b2.e
+        rel_prop = lead + mag(X(FIN, a_n)) * loc_n + mag(X(FIN, a_inf)) * loc_inf
+        inv = [1 / mag(x) for x in (n4, n2, i4, i2)]
+        rel_loc = sum(E(x) * k for x, k in zip((n4, n2, i4, i2), inv)) + 5 * self.ev.u
         rho.e = mag(rho) * (rel_prop + rel_loc) / 2 + E(rho)
         return rho
 
@@ -458,13 +499,14 @@ class _Graph:
         """(branch, rho, uncertain): branch 'rectified' (N_t >= 5), 'sgd' or 'none' below the
         threshold; uncertain when |N_t - 5| is within N_t's bound (the branch may differ)."""
         ev = self.ev
-        n_inf, n = self.sma_length(b2, t)
+        sma = self.sma_length(b2, t)
+        n = sma[1]
         five = ev.iv.mpf(5)
         dist = ev.mag(X(FIN, n.v - five))
         uncertain = dist <= n.e
         lo, hi = n.v.a, n.v.b
         if lo >= five or (uncertain and hi >= five):
-            return "rectified", self.rectification_factor(n_inf, n), uncertain
+            return "rectified", self.rectification_factor(b2, sma), uncertain
         if hi < five or uncertain:
             return ("sgd" if degenerate else "none"), None, uncertain
         raise NeedPrecision("SMA length at the threshold")
@@ -572,7 +614,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
     saw_nonfinite = any(x.k != FIN for x in leaves.values())
     state = []
     for p in case.params:
-        xs = {n: [ev.const(v) for v in getattr(p, n)] for n in ("w", "m", "s")}
+        xs = {n: [ev.const(v) for v in getattr(p, n)] for n in _STATE if getattr(p, n) is not None}
         for lst in xs.values():
             for x in lst:
                 x.e = ev.zero  # inputs are values of their format: no rounding
@@ -594,7 +636,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
         for i in range(len(case.params)):
             t[i] += 1
             if skip:
-                new = {n: [X(x.k, x.v, x.e) for x in state[i][n]] for n in ("w", "m", "s")}
+                new = {n: [X(x.k, x.v, x.e) for x in xs_i] for n, xs_i in state[i].items()}
             else:
                 sc = graph.scalars(leaves["lr"], mults[i][0], leaves["wd"], mults[i][1],
                                    leaves["beta1"], leaves["beta2"], t[i], hp.correct_bias)
@@ -603,7 +645,7 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
                 if hp.rectify:
                     branch, rho, uncertain = graph.rectification(leaves["beta2"], t[i], hp.degenerated_to_sgd)
                     hpx["rectification"] = (branch, rho)
-                new = {"w": [], "m": [], "s": []}
+                new = {n: [] for n in state[i]}
                 for j, gval in enumerate(step.grads[i]):
                     graph.unsafe = uncertain  # the rectification's branch is not certain
                     graph.unsafe_all = False
@@ -611,8 +653,9 @@ def evaluate_mode(case: CaseInputs, prec: int, mode: tuple[str, bool, bool] | No
                     g.e = ev.zero
                     saw_nonfinite |= g.k != FIN
                     res = graph.element(sc, hpx, state[i]["w"][j], g, state[i]["m"][j],
-                                        state[i]["s"][j], clip)
-                    for n in ("w", "m", "s"):
+                                        state[i]["s"][j], clip,
+                                        state[i]["s_max"][j] if "s_max" in state[i] else None)
+                    for n in new:
                         new[n].append(res[n])
                     if graph.unsafe:
                         unsafe_now.add((i, j))

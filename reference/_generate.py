@@ -25,7 +25,7 @@ import mpmath
 
 from ._formats import hexfloat
 from ._golden import START_PRECISION, Expectation, Finite, GoldenCase, Special, golden, tolerances
-from ._model import DTYPES, SWITCHES, CaseInputs, Hyperparameters
+from ._model import DTYPES, SWITCHES, CaseInputs, Hyperparameters, ParamInput
 from ._profiles import profile_names
 from ._suites import FLAGS, SUITES, Builder, Test
 
@@ -71,24 +71,28 @@ def _hp_json(hp: Hyperparameters) -> dict[str, Any]:
     return out
 
 
+def _param_json(p: ParamInput) -> dict[str, Any]:
+    out = {
+        "index": p.index,
+        "t": p.t,
+        "lr_mult": hexfloat(p.lr_mult),
+        "wd_mult": hexfloat(p.wd_mult),
+        "w": [hexfloat(x) for x in p.w],
+        "m": [hexfloat(x) for x in p.m],
+        "s": [hexfloat(x) for x in p.s],
+    }
+    if p.s_max is not None:  # amsgrad cases only (format 2)
+        out["s_max"] = [hexfloat(x) for x in p.s_max]
+    return out
+
+
 def case_inputs_json(case: CaseInputs) -> dict[str, Any]:
     """The inputs of a case in the vector format (without expectations)."""
     return {
         "profile": case.profile,
         "dtype": case.dtype,
         "hyperparameters": _hp_json(case.hyperparameters),
-        "params": [
-            {
-                "index": p.index,
-                "t": p.t,
-                "lr_mult": hexfloat(p.lr_mult),
-                "wd_mult": hexfloat(p.wd_mult),
-                "w": [hexfloat(x) for x in p.w],
-                "m": [hexfloat(x) for x in p.m],
-                "s": [hexfloat(x) for x in p.s],
-            }
-            for p in case.params
-        ],
+        "params": [_param_json(p) for p in case.params],
         "steps": [
             {
                 "grads": [[hexfloat(x) for x in g] for g in st.grads],

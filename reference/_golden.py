@@ -175,7 +175,7 @@ def _golden_at(case: CaseInputs, prec: int) -> GoldenCase:
     exact = evaluate_mode(case, prec, None)
     names = outputs_of(case)
     spec = case.dtype_spec
-    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "w16": FLOAT16}
+    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
     if exact.implementation_defined:
         anything: Expectation = (Special("any"),)
         steps = [[{n: [anything] * len(p.w) for n in names} for p in case.params] for _ in case.steps]

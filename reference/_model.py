@@ -67,9 +67,11 @@ class Hyperparameters:
     # degenerated_to_sgd, steps whose SMA length is below 5 are SGD steps, else no update of w.
     rectify: bool = False
     degenerated_to_sgd: bool = False
+    # amsgrad: the denominator uses s_max = max(s_max, s'), a state of its own
+    amsgrad: bool = False
 
 
-SWITCHES: tuple[str, ...] = ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd")
+SWITCHES: tuple[str, ...] = ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "amsgrad")
 
 
 DEFAULT_HYPERPARAMETERS = Hyperparameters()
@@ -90,11 +92,14 @@ class ParamInput:
     lr_mult: float = 1.0
     wd_mult: float = 1.0
     index: int = 0
+    s_max: tuple[float, ...] | None = None  # the AMSGrad maximum of s (amsgrad cases only)
 
     def __post_init__(self) -> None:
         n = len(self.w)
         if len(self.m) != n or len(self.s) != n:
             raise ValueError(f"parameter {self.index}: w, m and s must have the same length")
+        if self.s_max is not None and len(self.s_max) != n:
+            raise ValueError(f"parameter {self.index}: s_max must have the length of w")
         if self.t < 0:
             raise ValueError(f"parameter {self.index}: t must be >= 0, got {self.t}")
 
@@ -122,6 +127,10 @@ class CaseInputs:
 
         if self.profile not in profile_names():
             return  # a profile this version does not know: a runner skips its cases
+        for p in self.params:
+            if (p.s_max is not None) != self.hyperparameters.amsgrad:
+                raise ValueError(f"parameter {p.index}: s_max is the state of amsgrad cases: "
+                                 f"{'missing' if p.s_max is None else 'not allowed'} here")
         allowed = profile_named(self.profile).switches
         for name in SWITCHES:
             value = getattr(self.hyperparameters, name)

@@ -23,11 +23,12 @@ CHOICES: dict[str, tuple[object, ...]] = {
                             "after-bias-correction-with-transient-epsilon"),
     "rectification": ("none", "radam-epsilon-before-bias-correction",
                       "radam-epsilon-after-bias-correction"),
+    "amsgrad": ("none", "max-of-s", "max-of-s-unrectified"),
 }
 
 
 # The case switches a profile may allow (reference/_model.py, Hyperparameters).
-SWITCH_NAMES: tuple[str, ...] = ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd")
+SWITCH_NAMES: tuple[str, ...] = ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "amsgrad")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Profile:
     stored_epsilon: str
     epsilon_denominator: str
     rectification: str
+    amsgrad: str
     # switch name -> the values a case of this profile may give it, the library's default first
     # (spec/profiles.md#switches); a switch not listed stays at its neutral value, False.
     switches: dict[str, tuple[bool, ...]] = field(default_factory=dict, hash=False)

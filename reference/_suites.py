@@ -53,6 +53,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "Overflow": ("overflow", "An intermediate overflow handled differently from any admissible evaluation."),
     "Magnitude": ("dynamic range", "Wrong results far from 1: scaling, underflow, overflow."),
     "Trajectory": ("state over many steps", "State (m, s, t) not carried correctly from step to step."),
+    "AMSGrad": ("AMSGrad", "The maximum of s is not kept, not used in the denominator, holds a stray epsilon, or is used where the library uses s (or the reverse)."),
     "Rectification": ("rectification", "The SMA threshold, the rectification factor, the rectified step's epsilon placement or the step below the threshold is wrong, or rectify is ignored."),
     "MixedPrecision": ("multi-precision", "float16 weights updated without the float32 master copy, or the float16 copy not rounded from it."),
 }
@@ -126,6 +127,10 @@ class Builder:
             switches = self.switch_settings[self.cases_made % len(self.switch_settings)]
         if switches is not None:  # a switch the suite does not set keeps the library default
             hp = replace(hp, **{**self.default_switches(), **switches})
+        if hp.amsgrad:  # the maximum buffer starts where s is, unless the suite says otherwise
+            params = [p if p.s_max is not None else replace(p, s_max=p.s) for p in params]
+        else:
+            params = [replace(p, s_max=None) for p in params]
         self.cases_made += 1
         return CaseInputs(self.profile, self.dtype, hp, tuple(params), st)
 
@@ -277,6 +282,32 @@ def suite_rectification(b: Builder) -> list[Test]:
                                          switches=sw),
                                   f"rectify, beta2={beta2}, t={t0}..{t0 + 3}, degenerated_to_sgd={degenerate}",
                                   ("Rectification",)))
+    return tests
+
+
+def suite_amsgrad(b: Builder) -> list[Test]:
+    """AMSGrad (amsgrad), where it shows: a maximum buffer above s, so that s decreasing under
+    small gradients leaves the denominator on the maximum; with rectification on and off (the
+    libraries differ in which s the rectified step takes). Only for profiles that have it."""
+    if not b.allows(amsgrad=True):
+        return []
+    tests = []
+    w = [0.0, 0.0, 1e-3, 0.5, 0.0, -2.0]
+    g = [1e-4, -2e-3, 0.3, -1e-5, 1e-6, 1.5]
+    s0 = [1e-6, 1e-4, 0.09, 1e-8, 0.0, 2.0]
+    for t0 in (0, 3, 10, 1000):
+        for rectify in (False, True):
+            if not b.allows(amsgrad=True, rectify=rectify):
+                continue
+            for above in (1.0, 100.0):
+                s_max = [x * above for x in s0]
+                m0 = [0.0] * 6 if t0 == 0 else [1e-4, -1e-3, 0.1, 0.0, 0.0, 0.5]
+                p = replace(b.param(w, m0, s0, t=t0), s_max=tuple(fit(x, b.sf) for x in s_max))
+                sw = dict(b.default_switches(), amsgrad=True, rectify=rectify)
+                steps = [[[x * 0.5**k for x in g]] for k in range(3)]  # shrinking: s decreases
+                tests.append(Test(b.case(HP(wd=0.01), [p], steps, switches=sw),
+                                  f"amsgrad, rectify={rectify}, t={t0}..{t0 + 3}, s_max = {above} * s",
+                                  ("AMSGrad",)))
     return tests
 
 
@@ -459,6 +490,7 @@ SUITES: dict[str, tuple[str, Callable[[Builder], list[Test]]]] = {
                                suite_decoupled_weight_decay),
     "rectification": ("RAdam's rectification (rectify, degenerated_to_sgd), for the profiles that have it.",
                       suite_rectification),
+    "amsgrad": ("AMSGrad (amsgrad): the running maximum of s, for the profiles that have it.", suite_amsgrad),
     "rescale": ("rescale_grad values, the skip rule, and per-step rescale_grad.", suite_rescale),
     "no-bias-correction": ("correct_bias = False.", suite_no_bias_correction),
     "epsilon": ("Epsilon-placement discriminators: tiny gradients, epsilon-dominated s, several steps.", suite_epsilon),

@@ -130,8 +130,8 @@ class _AsProfile(CatalogueImplementation):
 
 
 @pytest.mark.parametrize("rectify, label", [
-    (False, "fixed_decay=False, rectify=False, weight_decouple=True"),
-    (True, "degenerated_to_sgd=True, fixed_decay=False, rectify=True, weight_decouple=True"),
+    (False, "amsgrad=False, fixed_decay=False, rectify=False, weight_decouple=True"),
+    (True, "amsgrad=False, degenerated_to_sgd=True, fixed_decay=False, rectify=True, weight_decouple=True"),
 ])
 def test_a_pytorch_library_is_named_with_its_profile_and_switches(cases, rectify, label) -> None:
     """A PyTorch library (lerp, zero decay left out, sqrt(s)/sqrt(bc2)) with its default

@@ -81,6 +81,9 @@ def random_case(rng) -> CaseInputs:
         StepInput(tuple(_values(rng, n, spec.storage, "g", p_special) for n in sizes),
                   rng.choice([None, None, None, 0.0, math.inf, 2.0]))
         for _ in range(int(rng.integers(1, 4))))
+    if hp.amsgrad:  # the maximum of s: at s, or above it
+        params = tuple(replace(p, s_max=tuple(float(x) * float(rng.choice([1.0, 4.0])) for x in p.s))
+                       for p in params)
     return CaseInputs(profile, dtype, hp, params, steps)
 
 

@@ -85,7 +85,7 @@ def test_conforming_variant_passes_and_aggregates(defaults) -> None:
     assert seen == [(c.id, i + 1, N_DEFAULTS) for i, c in enumerate(defaults)]
     (suite,) = report.suites.values()
     assert suite.name == "defaults" and suite.cases == N_DEFAULTS and suite.counts["passed"] == N_DEFAULTS
-    assert set(suite.max_err_sigma) == {"w", "m", "s", "w16"}
+    assert set(suite.max_err_sigma) == {"w", "m", "s", "s_max", "w16"}  # s_max: amsgrad cases
     assert all(0 <= v <= 2 for v in suite.max_err_sigma.values())
     assert all(v >= 0 for v in suite.max_err_ulp.values())
     assert report.checked_elements == sum(c.n_elements for c in defaults) == suite.elements

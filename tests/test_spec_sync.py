@@ -284,14 +284,31 @@ def _cases(dtype: str) -> list[tuple[str, CaseInputs]]:
         for degenerate in (True, False) if profile == "adabelief-pytorch" else (True,):
             out.append(
                 (
-                    f"{profile} rectify, degenerated_to_sgd {degenerate}, t = 5..7",
+                    f"{profile} rectify, degenerated_to_sgd {degenerate}, beta2 0.99, t = 4..6",
                     _case(
                         profile,
                         dtype,
-                        Hyperparameters(wd=0.01, rectify=True, degenerated_to_sgd=degenerate,
+                        # beta2 0.99: N_t = 3.97, 4.96 (far enough from 5 for float32), 5.94
+                        Hyperparameters(wd=0.01, beta2=0.99, rectify=True, degenerated_to_sgd=degenerate,
                                         weight_decouple=profile == "tensorflow"),
-                        [_p([0.0, 0.5, -2.0, 1e-3], m=[1e-4, 0.01, -0.1, 0.0], s=[1e-8, 1e-4, 0.01, 0.0], t=4)],
+                        [_p([0.0, 0.5, -2.0, 1e-3], m=[1e-4, 0.01, -0.1, 0.0], s=[1e-8, 1e-4, 0.01, 0.0], t=3)],
                         [[G4], [G4[::-1]], [G4]],
+                    ),
+                )
+            )
+    for profile in ("adabelief-pytorch", "tensorflow"):
+        for rectify in (False, True):
+            out.append(
+                (
+                    f"{profile} amsgrad, rectify {rectify}, s_max above s, beta2 0.99, t = 4..6",
+                    _case(
+                        profile,
+                        dtype,
+                        Hyperparameters(wd=0.01, beta2=0.99, amsgrad=True, rectify=rectify,
+                                        degenerated_to_sgd=True, weight_decouple=True),
+                        [ParamInput((0.0, 0.5, -2.0, 1e-3), (1e-4, 0.01, -0.1, 0.0), (1e-8, 1e-4, 0.01, 0.0),
+                                    3, s_max=(1e-6, 1e-4, 0.5, 0.0))],
+                        [[G4], [[x / 4 for x in G4]], [[x / 16 for x in G4]]],
                     ),
                 )
             )
@@ -347,7 +364,8 @@ def _special_cases() -> list[tuple[str, CaseInputs]]:
 def _spec_inputs(spec: dict[str, Any], case: CaseInputs) -> tuple[Any, Any, list[Any], list[Any]]:
     hp = spec["Hyperparameters"](**dataclasses.asdict(case.hyperparameters))
     profile = spec["Profile"](name=case.profile, **spec_profiles()[case.profile])
-    params = [spec["ParameterState"](p.w, p.m, p.s, p.t, p.lr_mult, p.wd_mult) for p in case.params]
+    params = [spec["ParameterState"](p.w, p.m, p.s, p.t, p.lr_mult, p.wd_mult, p.s_max)
+              for p in case.params]
     steps = [(st.grads, st.rescale_grad) for st in case.steps]
     return hp, profile, params, steps
 
@@ -385,7 +403,7 @@ def test_spec_update_conforms_to_reference_in_float64(
     assert len(history) == len(gold.steps)
     for k, (state, expected) in enumerate(zip(history, gold.steps)):
         for i, (p, exp) in enumerate(zip(state, expected)):
-            for out in ("w", "m", "s"):
+            for out in [n for n in outputs_of(case) if n != "w16"]:
                 for j, (got, e) in enumerate(zip(getattr(p, out), exp[out])):
                     assert _accepts(e, got, FLOAT64.ulp, n), (
                         f"{name}: step {k} param {i} {out}[{j}] = {got!r}, reference {e}"
@@ -427,7 +445,10 @@ def test_spec_sigma_equals_reference_sigma(spec: dict[str, Any], dtype: str) -> 
                         # (abs_tol: the floor eta_min/2 of a float64 site is not a float64
                         # value; the spec's float evaluation rounds it to 0.)
                         floor = math.ldexp(1.0, fmt.emin - fmt.precision + 1) / math.ldexp(1.0, -fmt.precision)
-                        assert math.isclose(sigma, e[0].sigma, rel_tol=1e-12, abs_tol=floor), (
+                        # Under rectify, N_t = N_inf - q cancels (N_inf ~ 200..2000, N_t ~ 5):
+                        # the spec's float64 evaluation keeps about three digits fewer.
+                        rel = 1e-9 if case.hyperparameters.rectify else 1e-12
+                        assert math.isclose(sigma, e[0].sigma, rel_tol=rel, abs_tol=floor), (
                             f"{where}: sigma {sigma} != {e[0].sigma}"
                         )
                         # The spec evaluated in float64 is within the tolerance of the exact value.
