@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._protocol import (
     NUMPY_DTYPES,
+    CaseSkipped,
     Implementation,
     ParamResult,
     ParamState,
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NUMPY_DTYPES",
+    "CaseSkipped",
     "Implementation",
     "ParamResult",
     "ParamState",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from adabelief_reference import Special, hexfloat
 
-from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case
+from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case, skip_request
 from ._ulp import ulp
 from ._vectors import (
     KIND_ALTERNATIVES,
@@ -199,7 +199,7 @@ def run_case(impl: Implementation, vc: VectorCase, max_failures: int = 10) -> Ca
     try:
         results = impl.run(request)
     except Exception as e:  # the implementation under test is not trusted
-        skipped = getattr(e, "skip_reason", None)
+        skipped = skip_request(e)
         if skipped is not None:
             return CaseOutcome(vc.id, "skipped", str(skipped))
         tb = traceback.extract_tb(e.__traceback__)

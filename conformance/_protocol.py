@@ -80,6 +80,27 @@ class ParamResult:
     s_max: np.ndarray | None = None  # required for amsgrad cases only
 
 
+class CaseSkipped(Exception):
+    """Raised by an implementation's ``run`` to decline a case it cannot express (a switch or
+    an option its library lacks, clipping, a dtype): the case is reported as *skipped*, with the
+    reason, never as failed or errored. The same in-process and through ``serve()``
+    (spec/protocol.md#skipping-a-case)."""
+
+    def __init__(self, reason: str, issue_url: str | None = None) -> None:
+        self.reason = " ".join(str(reason).split()) or "skipped"
+        self.issue_url = issue_url
+        super().__init__(self.reason + (f" ({issue_url})" if issue_url else ""))
+
+
+def skip_request(e: BaseException) -> CaseSkipped | None:
+    """The skip an exception raised by ``run`` asks for: a :class:`CaseSkipped`, or (for adapters
+    written before it existed) any exception with a string attribute ``skip_reason``."""
+    if isinstance(e, CaseSkipped):
+        return e
+    reason = getattr(e, "skip_reason", None)
+    return CaseSkipped(reason) if isinstance(reason, str) else None
+
+
 @runtime_checkable
 class Implementation(Protocol):
     """What the runner needs from an implementation under test."""

@@ -33,7 +33,7 @@ from ._compare import (
     flatten_results,
 )
 from ._errors import UsageError
-from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case
+from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case, skip_request
 from ._vectors import ExpectedArray, VectorCase, load_vectors
 
 if TYPE_CHECKING:
@@ -234,10 +234,8 @@ Results = Sequence[Sequence[ParamResult]]
 
 
 def _skip_reason(e: BaseException) -> str | None:
-    reason = getattr(e, "skip_reason", None)
-    if reason is None and type(e).__name__ == "CaseSkipped":  # the subprocess protocol's
-        reason = str(e)
-    return None if reason is None else str(reason)
+    skip = skip_request(e)
+    return None if skip is None else str(skip)
 
 
 def _run_one(impl: Implementation, vc: VectorCase) -> tuple[Results | CaseOutcome, float]:

@@ -34,7 +34,16 @@ from adabelief_reference import Hyperparameters, hexfloat
 from adabelief_reference._model import SWITCHES
 
 from ._errors import AdapterError
-from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, ParamState, RunRequest, Step
+from ._protocol import (
+    NUMPY_DTYPES,
+    Implementation,
+    ParamResult,
+    ParamState,
+    RunRequest,
+    Step,
+    skip_request,
+)
+from ._protocol import CaseSkipped as PublicCaseSkipped
 
 __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
@@ -99,16 +108,15 @@ class HandshakeError(ProtocolError):
     """The implementation could not be started, or did not answer ``start`` properly."""
 
 
-class CaseSkipped(ProtocolError):
+class CaseSkipped(ProtocolError, PublicCaseSkipped):
     """The implementation declined the case (a ``skipped`` answer). Not a failure: catch it
-    before :class:`ProtocolError`."""
+    before :class:`ProtocolError`. Also an :class:`adabelief_conformance.CaseSkipped`, the
+    exception an implementation raises to skip a case."""
 
     def __init__(self, reason: str, issue_url: str | None = None, case_id: str = "") -> None:
-        self.reason = _one_line(reason)
-        self.issue_url = issue_url
         self.case_id = case_id
-        super().__init__(reason + (f" ({issue_url})" if issue_url else ""))
-        self.skip_reason = str(self)  # what the runner reports (it looks for this attribute)
+        PublicCaseSkipped.__init__(self, _one_line(reason), issue_url)
+        self.skip_reason = str(self)
 
 
 class CaseErrored(ProtocolError):
@@ -764,8 +772,9 @@ def serve(
     """Answer the protocol on ``stdin``/``stdout`` (default: the process's) with an in-process
     :class:`Implementation`, until ``stop`` or end of input.
 
-    ``run`` may raise :class:`CaseSkipped` to skip a case; any other exception becomes an
-    ``errored`` answer carrying the traceback as context.
+    ``run`` may raise :class:`adabelief_conformance.CaseSkipped` to skip a case (an exception
+    with a ``skip_reason`` attribute skips too), exactly as in-process; any other exception
+    becomes an ``errored`` answer carrying the traceback as context.
     """
     src = sys.stdin if stdin is None else stdin
     dst = sys.stdout if stdout is None else stdout
@@ -811,12 +820,13 @@ def _serve_case(implementation: Implementation, case: Any) -> dict[str, Any]:
         return {"skipped": {"reason": f"{request.profile}/{request.dtype} is not implemented"}}
     try:
         return {"results": results_to_json(implementation.run(request))}
-    except CaseSkipped as e:
-        body = {"reason": e.reason}
-        if e.issue_url:
-            body["issue_url"] = e.issue_url
-        return {"skipped": body}
     except Exception as e:
+        skip = skip_request(e)
+        if skip is not None:  # the same rule as in-process (spec/protocol.md#skipping-a-case)
+            body = {"reason": skip.reason}
+            if skip.issue_url:
+                body["issue_url"] = skip.issue_url
+            return {"skipped": body}
         return {"errored": {"message": _one_line(f"{type(e).__name__}: {e}", 500),
                             "context": traceback.format_exc()}}
 

@@ -443,3 +443,58 @@ def test_diagnose_exit_status_says_whether_it_conforms(capsys) -> None:
     assert code == 0 and out.startswith("conforms: nothing to diagnose")
     code, out, _ = run(capsys, "diagnose", CLIP, "--suite", "defaults", "--dtype", "float32")
     assert code == 1 and out.startswith("outputs match 'clip ignored' on ")
+
+
+DECLINING = textwrap.dedent('''
+    from adabelief_conformance import CaseSkipped
+    from adabelief_conformance._catalogue import VARIANTS, CatalogueImplementation
+
+
+    class OldStyle(Exception):
+        skip_reason = "no clipping in this library"
+
+
+    class Impl(CatalogueImplementation):
+        """Declines what a library could not express, the two documented ways."""
+
+        def __init__(self):
+            super().__init__("declining", VARIANTS["spec formula in the compute dtype"])
+
+        def run(self, request):
+            if request.dtype == "float16-mp":
+                raise CaseSkipped("no float16 master weights here", "https://example.org/i/1")
+            if request.hyperparameters.clip_gradient is not None:
+                raise OldStyle()
+            return super().run(request)
+
+
+    if __name__ == "__main__":
+        from adabelief_conformance._subprocess import serve
+
+        serve(Impl())
+''')
+
+
+def test_skipping_a_case_is_the_same_in_process_and_through_serve(capsys, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """One documented way to decline a case: CaseSkipped (or a skip_reason attribute) gives a
+    skipped case with its reason, in-process and through serve() alike."""
+    path = tmp_path / "declining_impl.py"
+    path.write_text(DECLINING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcomes = {}
+    for label, target in (("in-process", ["declining_impl:Impl"]),
+                          ("serve", ["--cmd", f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}",
+                                     "--timeout", "60"])):
+        report = tmp_path / f"{label}.json"
+        code, _, _ = run(capsys, "check", *target, "--suite", "clipping", "--profile", "mxnet",
+                         "--json", str(report), "--no-progress")
+        assert code == 0, label
+        doc = json.loads(report.read_text())
+        outcomes[label] = {c["id"]: (c["status"], c.get("message", "")) for c in doc["cases"]}
+    assert outcomes["in-process"] == outcomes["serve"]
+    statuses = collections.Counter(s for s, _ in outcomes["serve"].values())
+    assert statuses["skipped"] > 0 and statuses["passed"] > 0 and set(statuses) == {"passed", "skipped"}
+    messages = {m for s, m in outcomes["serve"].values() if s == "skipped"}
+    assert messages == {"no float16 master weights here (https://example.org/i/1)",
+                        "no clipping in this library"}
