@@ -329,6 +329,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from adabelief_reference._generate import main as generate_main
 
     argv = (["--check"] if args.check else []) + (["--out", str(args.out)] if args.out else [])
+    if args.jobs is not None and args.jobs < 1:  # as check refuses it
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     argv += (["--jobs", str(args.jobs)] if args.jobs else []) + (["--no-progress"] if args.no_progress else [])
     return int(generate_main(argv))
 

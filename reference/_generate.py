@@ -331,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out: Path = args.out or default_out_dir()
     recorded = _recorded_mpmath(out) if args.check else None
+    if args.jobs is not None and args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
     files, stats = generate(jobs=args.jobs, progress=not args.no_progress, mpmath_version=recorded)
     summary = (f"{stats.cases} cases, {stats.values} values; {stats.escalated_cases} cases "
                f"({stats.escalated_values} values) needed more than {START_PRECISION} bits "

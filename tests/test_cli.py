@@ -498,3 +498,10 @@ def test_skipping_a_case_is_the_same_in_process_and_through_serve(capsys, tmp_pa
     messages = {m for s, m in outcomes["serve"].values() if s == "skipped"}
     assert messages == {"no float16 master weights here (https://example.org/i/1)",
                         "no clipping in this library"}
+
+
+def test_generate_refuses_zero_jobs_as_check_does(capsys) -> None:
+    code, _, err = run(capsys, "generate", "--check", "--jobs", "0")
+    assert code == 2 and "--jobs must be >= 1, got 0" in _one_error_line(err)
+    code, _, err = run(capsys, "check", "numpy", "--jobs", "0")
+    assert code == 2 and "--jobs >= 1" in _one_error_line(err)
