@@ -22,6 +22,13 @@ carries too, so the result stays inside the reference's error bound; with infini
 inputs it gives the NaNs the fused form gives. In the common case (rescale_grad 1, no
 clipping, weight decay 0) a chunk costs 13 arithmetic passes and a finiteness test of w.
 
+Every profile's choices, read from the plan (never the profile's name): eps_root stored in s
+instead of eps (``stored_epsilon``); epsilon after the bias correction as the PyTorch libraries
+place it, ``sqrt(s [+ eps]) / sqrt(bc2) + eps`` with the step lr_i/bc1 (``epsilon_denominator``;
+one more pass); decoupled decay as a per-tensor factor ``w * (1 - lr_i*wd_i)`` before the step
+(``weight_decouple``); rectification as a per-tensor step mode (rectified: eta times rho, SGD
+step eta*m, or none) and AMSGrad as a running-maximum buffer (``s_max``) under the root.
+
 Per-tensor scalars: :class:`~adabelief_conformance._native.FlatPlan` (shared with the numba
 and CuPy backends) counts the updates, evaluates eta in float64 and rounds it once, and applies
 the skip rule. Chunks never span two runs of tensors whose (eta, wd) differ, so every ufunc
