@@ -306,7 +306,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if target is None:
             report.warnings.append("--step-summary: $GITHUB_STEP_SUMMARY is not set (not on GitHub Actions)")
         else:
-            write_markdown(report, target, append=True)
+            try:
+                write_markdown(report, target, append=True)
+            except OSError as e:  # the other reports are written; the run's verdict stays
+                problems.append(f"--step-summary: {target}: cannot write: {e.strerror}")
     if args.write_expectations is not None:
         n = write_expectations(args.write_expectations, report)
         print(f"wrote {n} expectation entries to {args.write_expectations}", file=sys.stderr)

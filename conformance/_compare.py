@@ -198,7 +198,9 @@ def run_case(impl: Implementation, vc: VectorCase, max_failures: int = 10) -> Ca
     request = request_from_case(vc.case, vc.id)
     try:
         results = impl.run(request)
-    except Exception as e:  # the implementation under test is not trusted
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # the implementation under test is not trusted (sys.exit too)
         skipped = skip_request(e)
         if skipped is not None:
             return CaseOutcome(vc.id, "skipped", str(skipped))

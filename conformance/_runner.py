@@ -247,7 +247,9 @@ def _run_one(impl: Implementation, vc: VectorCase) -> tuple[Results | CaseOutcom
     t0 = time.perf_counter()
     try:
         results = impl.run(request)
-    except Exception as e:  # the implementation under test is not trusted
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # the implementation under test is not trusted (sys.exit too)
         dt = time.perf_counter() - t0
         reason = _skip_reason(e)
         if reason is not None:

@@ -245,11 +245,17 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InvalidVector(f"{name}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InvalidVector(f"{name}: not UTF-8 text (byte {e.start}); restore the file or "
+                            "regenerate the vectors") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidVector(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
                             "restore the file or regenerate the vectors") from None
+    except RecursionError:
+        raise InvalidVector(f"{name}: JSON nested too deeply; restore the file or regenerate the "
+                            "vectors") from None
     if validate:
         version = doc.get("formatVersion") if isinstance(doc, dict) else None
         if version not in FORMAT_VERSIONS:
@@ -279,8 +285,14 @@ def verify_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidVector(f"{mpath}: missing; a vector folder needs its manifest.json") from None
+    except UnicodeDecodeError:
+        raise InvalidVector(f"{mpath}: not UTF-8 text; restore the manifest") from None
     except json.JSONDecodeError as e:
         raise InvalidVector(f"{mpath}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise InvalidVector(f"{mpath}: JSON nested too deeply; restore the manifest") from None
+    if not isinstance(manifest, dict):
+        raise InvalidVector(f"{mpath}: expected a JSON object")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise InvalidVector(f"{mpath}: 'files' must map file names to {{sha256, numberOfTests}}")

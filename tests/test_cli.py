@@ -505,3 +505,54 @@ def test_generate_refuses_zero_jobs_as_check_does(capsys) -> None:
     assert code == 2 and "--jobs must be >= 1, got 0" in _one_error_line(err)
     code, _, err = run(capsys, "check", "numpy", "--jobs", "0")
     assert code == 2 and "--jobs >= 1" in _one_error_line(err)
+
+
+# ----- hardening (issue 11) ----------------------------------------------------------------------
+
+def test_binary_and_deeply_nested_vector_files_are_input_errors(capsys, tmp_path: Path) -> None:
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00\x01garbage")
+    code, _, err = run(capsys, "check", "numpy", "--vectors", str(binary))
+    assert code == 2 and f"{binary}: not UTF-8 text" in _one_error_line(err)
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 200_000 + "]" * 200_000)
+    code, _, err = run(capsys, "check", "numpy", "--vectors", str(nested))
+    assert code == 2 and f"{nested}: JSON nested too deeply" in _one_error_line(err)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"files": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    code, _, err = run(capsys, "check", "numpy", "--vectors", str(folder))
+    assert code == 2 and "manifest.json: JSON nested too deeply" in _one_error_line(err)
+
+
+def test_sys_exit_in_an_adapter_is_an_errored_case(capsys, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "exiting_impl.py").write_text(textwrap.dedent('''
+        import sys
+        from adabelief_conformance._catalogue import VARIANTS, CatalogueImplementation
+
+        class Impl(CatalogueImplementation):
+            def __init__(self):
+                super().__init__("exiting", VARIANTS["spec formula in the compute dtype"])
+
+            def run(self, request):
+                if request.dtype == "float64":
+                    sys.exit(3)
+                return super().run(request)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = tmp_path / "r.json"
+    code, out, _ = run(capsys, "check", "exiting_impl:Impl", "--suite", "defaults", "--json", str(report),
+                       "--no-progress")
+    assert code == 1 and "SystemExit: 3" in out
+    statuses = collections.Counter(c["status"] for c in json.loads(report.read_text())["cases"])
+    assert statuses == {"passed": 10 * N_PROFILES, "errored": 5 * N_PROFILES}
+
+
+def test_unwritable_step_summary_is_one_line_and_keeps_the_other_reports(capsys, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be opened for append
+    report = tmp_path / "r.json"
+    code, _, err = run(capsys, "check", SPEC, "--suite", "defaults", "--step-summary", "--json",
+                       str(report), "--no-progress")
+    assert code == 2 and "--step-summary: " in _one_error_line(err) and "cannot write" in err
+    assert json.loads(report.read_text())["totals"]["passed"] == 15 * N_PROFILES
