@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from adabelief_reference import DEFAULT_HYPERPARAMETERS, Hyperparameters
 
-from ._naive import NaiveParam, naive_step
-from ._native import FlatPlan
-from ._numpy_backend import DEFAULT_CHUNK, FusedAdaBelief
+from .backends._naive import NaiveParam, naive_step
+from .backends._native import FlatPlan
+from .backends._numpy import DEFAULT_CHUNK, FusedAdaBelief
 
 __all__ = [
     "BUILTIN_BACKENDS",
@@ -169,7 +169,7 @@ def numpy_factory(chunk_size: int = DEFAULT_CHUNK) -> StepFactory:
 
 
 def numba_factory(parallel: bool) -> StepFactory:
-    from ._numba_backend import NumbaFlatStepper
+    from .backends._numba import NumbaFlatStepper
 
     # Import numba and compile the float32 kernel now, on a one-element problem (Numba compiles
     # on the first call, not at njit): a failure skips the backend, and the compile (or the
@@ -186,7 +186,7 @@ def numba_factory(parallel: bool) -> StepFactory:
 
 
 def cupy_factory() -> StepFactory:
-    from ._cupy_backend import CupyFlatStepper, device_available
+    from .backends._cupy import CupyFlatStepper, device_available
 
     ok, reason = device_available()
     if not ok:
@@ -209,7 +209,7 @@ def cupy_factory() -> StepFactory:
 
 def cupy_probe_factory() -> StepFactory:
     """A device-to-device 4-read/3-write stream: the bandwidth a fused step can at best reach."""
-    from ._cupy_backend import device_available
+    from .backends._cupy import device_available
 
     ok, reason = device_available()
     if not ok:

@@ -28,13 +28,13 @@ The first entry that matches a case applies to it.
 from __future__ import annotations
 
 import datetime
-import fnmatch
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._deviation import Entry
 from ._errors import InvalidExpectations
 
 if TYPE_CHECKING:
@@ -46,21 +46,6 @@ __all__ = ["FORMAT_VERSION", "Entry", "Expectations", "dumps_toml", "load_expect
 
 FORMAT_VERSION = 1
 _KEYS = {"id", "reason", "link", "strict"}
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: str  # a case id or a glob
-    reason: str
-    link: str | None = None
-    strict: bool = True
-    where: str = ""  # "FILE: deviation[3]", for messages
-
-    def matches(self, case_id: str) -> bool:
-        return fnmatch.fnmatchcase(case_id, self.id)
-
-    def describe(self) -> str:
-        return f"{self.where} (id {self.id!r})" if self.where else f"entry {self.id!r}"
 
 
 @dataclass

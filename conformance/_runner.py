@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,12 +32,10 @@ from ._compare import (
     compare_array,
     flatten_results,
 )
+from ._deviation import Entry
 from ._errors import UsageError
 from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case, skip_request
 from ._vectors import ExpectedArray, VectorCase, load_vectors
-
-if TYPE_CHECKING:
-    from ._expectations import Entry, Expectations
 
 __all__ = [
     "EXIT_NONCONFORMING",
@@ -221,6 +219,14 @@ class RunReport:
         return [r for r in self.results if r.status in ("failed", "errored", "xpassed")]
 
 
+class Applies(Protocol):
+    """What :func:`check` needs of an expectation set (``_expectations.Expectations``): it marks
+    the listed cases of a report. A protocol, so that the runner does not import the module that
+    reads expectation files (which imports the runner's report)."""
+
+    def apply(self, report: RunReport) -> None: ...
+
+
 def exit_code(report: RunReport) -> int:
     """0 when no failed, errored or xpassed case and no stale entry remain, else 1."""
     if report.problems() or report.stale_entries:
@@ -389,7 +395,7 @@ def _runs(impl: Implementation, cases: Sequence[VectorCase], jobs: int,
 
 
 def check(impl: Implementation, cases: Sequence[VectorCase], *, jobs: int = 1, max_failures: int = 10,
-          progress: Progress | None = None, expectations: Expectations | None = None,
+          progress: Progress | None = None, expectations: Applies | None = None,
           ) -> RunReport:
     """Run every case through ``impl`` and compare; never stops on a failing or errored case.
 

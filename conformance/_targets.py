@@ -28,13 +28,13 @@ from ._protocol import Implementation
 
 __all__ = ["BUILTIN_TARGETS", "describe_target", "resolve_target", "target_args", "validate_implementation"]
 
-# name -> (module of this package, class)
+# name -> (module of this package, class): the bundled backends (conformance/backends/)
 BUILTIN_TARGETS: dict[str, tuple[str, str]] = {
-    "numpy": ("_numpy_backend", "NumpyBackend"),
-    "naive": ("_naive", "NaiveNumpy"),
-    "numba": ("_numba_backend", "NumbaBackend"),
-    "cupy": ("_cupy_backend", "CupyBackend"),
-    "cuda-host": ("_native", "NativeHostBackend"),
+    "numpy": ("backends._numpy", "NumpyBackend"),
+    "naive": ("backends._naive", "NaiveNumpy"),
+    "numba": ("backends._numba", "NumbaBackend"),
+    "cupy": ("backends._cupy", "CupyBackend"),
+    "cuda-host": ("backends._native", "NativeHostBackend"),
 }
 _CATALOGUE = "catalogue:"
 

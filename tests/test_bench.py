@@ -134,7 +134,7 @@ def test_command_line_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.gpu
 def test_gpu_benchmark_reports_the_share_of_device_bandwidth() -> None:
-    from adabelief_conformance._cupy_backend import device_available
+    from adabelief_conformance.backends._cupy import device_available
 
     ok, reason = device_available()
     if not ok:

@@ -22,7 +22,8 @@ from test_native import (
 
 from adabelief_conformance import Implementation, request_from_case
 from adabelief_conformance import _vectors as V
-from adabelief_conformance._cupy_backend import (
+from adabelief_conformance._errors import AdapterError
+from adabelief_conformance.backends._cupy import (
     KERNEL_NAMES,
     KERNEL_SOURCE,
     NVRTC_OPTIONS,
@@ -31,8 +32,7 @@ from adabelief_conformance._cupy_backend import (
     _module_source,
     device_available,
 )
-from adabelief_conformance._errors import AdapterError
-from adabelief_conformance._native import FlatPlan, FlatStepper, HostLibrary, host_library
+from adabelief_conformance.backends._native import FlatPlan, FlatStepper, HostLibrary, host_library
 
 HAVE_DEVICE, DEVICE = device_available()
 needs_device = pytest.mark.skipif(not HAVE_DEVICE, reason=f"no CUDA device for CuPy: {DEVICE}")

@@ -31,11 +31,13 @@ from adabelief_reference import (
     tolerances,
 )
 
-from adabelief_conformance import Implementation, ParamResult, _native, request_from_case
+from adabelief_conformance import Implementation, ParamResult, request_from_case
 from adabelief_conformance import _vectors as V
 from adabelief_conformance._compare import run_case
-from adabelief_conformance._cupy_backend import KERNEL_SOURCE
-from adabelief_conformance._native import (
+from adabelief_conformance._ulp import ulp
+from adabelief_conformance.backends import _native
+from adabelief_conformance.backends._cupy import KERNEL_SOURCE
+from adabelief_conformance.backends._native import (
     DEVICE_OPTIONS,
     HOST_CFLAGS,
     HOST_SOURCE,
@@ -51,7 +53,6 @@ from adabelief_conformance._native import (
     find_nvcc,
     host_library,
 )
-from adabelief_conformance._ulp import ulp
 
 PROFILES = ("mxnet", "mxnet-doc")
 DTYPE_NAMES = ("float32", "float64", "float16-mp")

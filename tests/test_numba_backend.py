@@ -26,16 +26,16 @@ from test_native import (
 )
 
 from adabelief_conformance import Implementation, request_from_case
-from adabelief_conformance import _numba_backend as NB
 from adabelief_conformance import _vectors as V
-from adabelief_conformance._native import (
+from adabelief_conformance.backends import _numba as NB
+from adabelief_conformance.backends._native import (
     FlatPlan,
     FlatStepper,
     HostLibrary,
     NativeFlatStepper,
     host_library,
 )
-from adabelief_conformance._numba_backend import NumbaBackend, NumbaFlatStepper
+from adabelief_conformance.backends._numba import NumbaBackend, NumbaFlatStepper
 
 pytest.importorskip("numba", reason="numba not installed (pip install adabelief-conformance[numba])")
 

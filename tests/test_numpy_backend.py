@@ -27,9 +27,9 @@ from adabelief_reference import (
 )
 
 from adabelief_conformance import Implementation, ParamResult, request_from_case
-from adabelief_conformance._naive import NaiveNumpy, NaiveParam, naive_step
-from adabelief_conformance._numpy_backend import FusedAdaBelief, NumpyBackend, subnormals_flushed
 from adabelief_conformance._ulp import ulp
+from adabelief_conformance.backends._naive import NaiveNumpy, NaiveParam, naive_step
+from adabelief_conformance.backends._numpy import FusedAdaBelief, NumpyBackend, subnormals_flushed
 
 PROFILES = ("mxnet", "mxnet-doc")
 DTYPE_NAMES = ("float32", "float64", "float16-mp")

@@ -28,10 +28,10 @@ from adabelief_reference._suites import Test as VectorTest
 
 from adabelief_conformance._catalogue import VARIANTS, CatalogueImplementation
 from adabelief_conformance._compare import run_case
-from adabelief_conformance._naive import NaiveNumpy
-from adabelief_conformance._native import NativeHostBackend
-from adabelief_conformance._numpy_backend import NumpyBackend
 from adabelief_conformance._vectors import _parse_case
+from adabelief_conformance.backends._naive import NaiveNumpy
+from adabelief_conformance.backends._native import NativeHostBackend
+from adabelief_conformance.backends._numpy import NumpyBackend
 
 _NP = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 _SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0]

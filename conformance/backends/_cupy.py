@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import AdapterError, UsageError
+from .._errors import AdapterError, UsageError
+from .._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+from ._kernel_source import KERNEL_SOURCE
 from ._native import (
     DEVICE_OPTIONS,
     KERNELS_DIR,
@@ -35,7 +37,6 @@ from ._native import (
     require_kernel_profile,
     run_flat_request,
 )
-from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = [
     "BLOCK",
@@ -57,78 +58,6 @@ KERNEL_NAMES: dict[str, str] = {
     "float64": "adabelief_step_f64",
     "float16-mp": "adabelief_step_f16_master",
 }
-
-# Every kernel: chunk c covers elements [chunk_start[c], min(chunk_start[c] + chunk_size,
-# offsets[k + 1])) of tensor k = chunk_tensor[c]; each element is read once and written once.
-KERNEL_SOURCE = r"""
-#include "adabelief_step.cuh"
-
-#define AB_CHUNK_LOOP_BEGIN                                                                   \
-    for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {                                  \
-        const int k = chunk_tensor[c];                                                        \
-        const long long first = chunk_start[c];                                               \
-        const long long stop = offsets[k + 1];                                                \
-        const long long last = first + chunk_size < stop ? first + chunk_size : stop;         \
-        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-#define AB_CHUNK_LOOP_END                                                                     \
-        }                                                                                     \
-    }
-
-extern "C" __global__ void adabelief_step_f32(
-    float* __restrict__ w, float* __restrict__ m, float* __restrict__ s,
-    const float* __restrict__ g,
-    const long long* __restrict__ offsets, const int* __restrict__ chunk_tensor,
-    const long long* __restrict__ chunk_start, int n_chunks, int chunk_size,
-    const float* __restrict__ eta, const float* __restrict__ wd,
-    float rescale, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
-    float epsilon, float clip, int flags)
-{
-    const ab_hyper_f32 h = {rescale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                            epsilon, clip, flags};
-    AB_CHUNK_LOOP_BEGIN
-        float wi = w[i], mi = m[i], si = s[i];
-        ab_element_f32(&wi, &mi, &si, g[i], eta[k], wd[k], &h);
-        w[i] = wi; m[i] = mi; s[i] = si;
-    AB_CHUNK_LOOP_END
-}
-
-extern "C" __global__ void adabelief_step_f64(
-    double* __restrict__ w, double* __restrict__ m, double* __restrict__ s,
-    const double* __restrict__ g,
-    const long long* __restrict__ offsets, const int* __restrict__ chunk_tensor,
-    const long long* __restrict__ chunk_start, int n_chunks, int chunk_size,
-    const double* __restrict__ eta, const double* __restrict__ wd,
-    double rescale, double beta1, double one_minus_beta1, double beta2,
-    double one_minus_beta2, double epsilon, double clip, int flags)
-{
-    const ab_hyper_f64 h = {rescale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                            epsilon, clip, flags};
-    AB_CHUNK_LOOP_BEGIN
-        double wi = w[i], mi = m[i], si = s[i];
-        ab_element_f64(&wi, &mi, &si, g[i], eta[k], wd[k], &h);
-        w[i] = wi; m[i] = mi; s[i] = si;
-    AB_CHUNK_LOOP_END
-}
-
-extern "C" __global__ void adabelief_step_f16_master(
-    float* __restrict__ w, float* __restrict__ m, float* __restrict__ s,
-    unsigned short* __restrict__ w16, const unsigned short* __restrict__ g,
-    const long long* __restrict__ offsets, const int* __restrict__ chunk_tensor,
-    const long long* __restrict__ chunk_start, int n_chunks, int chunk_size,
-    const float* __restrict__ eta, const float* __restrict__ wd,
-    float rescale, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
-    float epsilon, float clip, int flags)
-{
-    const ab_hyper_f32 h = {rescale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                            epsilon, clip, flags};
-    AB_CHUNK_LOOP_BEGIN
-        float wi = w[i], mi = m[i], si = s[i];
-        unsigned short hi;
-        ab_element_f16_master(&wi, &mi, &si, &hi, g[i], eta[k], wd[k], &h);
-        w[i] = wi; m[i] = mi; s[i] = si; w16[i] = hi;
-    AB_CHUNK_LOOP_END
-}
-"""
 
 # NVRTC options; CuPy adds the architecture of the current device.
 NVRTC_OPTIONS: tuple[str, ...] = (*DEVICE_OPTIONS, f"-I{KERNELS_DIR}")
@@ -280,7 +209,7 @@ class CupyBackend:
     dtypes: Collection[str] = frozenset(NUMPY_DTYPES)
 
     def __init__(self) -> None:
-        from . import __version__
+        from .. import __version__
 
         ok, reason = device_available()
         if not ok:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from adabelief_reference import Hyperparameters, profile_named, profile_names
 
-from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+from .._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = ["NaiveNumpy", "NaiveParam", "naive_step", "naive_update"]
 
@@ -148,7 +148,7 @@ class NaiveNumpy:
     dtypes = frozenset(NUMPY_DTYPES)
 
     def __init__(self) -> None:
-        from . import __version__
+        from .. import __version__
 
         self.version = f"{__version__} (numpy {np.__version__})"
 

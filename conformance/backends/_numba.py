@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 from ._native import (
     SUPPORTED_PROFILES,
     FlatPlan,
@@ -36,7 +37,6 @@ from ._native import (
     require_kernel_profile,
     run_flat_request,
 )
-from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = ["CHUNK", "NumbaBackend", "NumbaFlatStepper", "numba_kernels"]
 
@@ -271,7 +271,7 @@ class NumbaBackend:
             import numba
         except ImportError as e:
             raise ImportError(f"{_INSTALL_HINT} ({e})") from None
-        from . import __version__
+        from .. import __version__
 
         self.parallel = parallel
         self.version = f"{__version__} (numba {numba.__version__}{', parallel' if parallel else ''})"

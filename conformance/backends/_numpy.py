@@ -29,7 +29,7 @@ one more pass); decoupled decay as a per-tensor factor ``w * (1 - lr_i*wd_i)`` b
 (``weight_decouple``); rectification as a per-tensor step mode (rectified: eta times rho, SGD
 step eta*m, or none) and AMSGrad as a running-maximum buffer (``s_max``) under the root.
 
-Per-tensor scalars: :class:`~adabelief_conformance._native.FlatPlan` (shared with the numba
+Per-tensor scalars: :class:`~adabelief_conformance.backends._native.FlatPlan` (shared with the numba
 and CuPy backends) counts the updates, evaluates eta in float64 and rounds it once, and applies
 the skip rule. Chunks never span two runs of tensors whose (eta, wd) differ, so every ufunc
 takes one scalar; the runs are re-derived from each step's eta (bias correction changes it
@@ -47,7 +47,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from adabelief_reference import DEFAULT_HYPERPARAMETERS, Hyperparameters
 
-from ._errors import UsageError
+from .._errors import UsageError
+from .._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 from ._native import (
     FLAG_CLIP,
     FLAG_WD_AFTER_CLIP,
@@ -56,7 +57,6 @@ from ._native import (
     FlatStepper,
     run_flat_request,
 )
-from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -400,7 +400,7 @@ class NumpyBackend:
     dtypes = frozenset(NUMPY_DTYPES)
 
     def __init__(self, chunk_size: int = DEFAULT_CHUNK) -> None:
-        from . import __version__
+        from .. import __version__
 
         self.chunk_size = chunk_size
         self.version = f"{__version__} (numpy {np.__version__})"

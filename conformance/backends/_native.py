@@ -40,8 +40,9 @@ from adabelief_reference import (
     profile_names,
 )
 
-from ._errors import AdapterError, UsageError
-from ._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+from .._errors import AdapterError, UsageError
+from .._protocol import NUMPY_DTYPES, ParamResult, RunRequest
+from ._kernel_source import KERNEL_SOURCE
 
 __all__ = [
     "DEVICE_OPTIONS",
@@ -551,7 +552,7 @@ class NativeHostBackend:
     dtypes: Collection[str] = frozenset(NUMPY_DTYPES)
 
     def __init__(self) -> None:
-        from . import __version__
+        from .. import __version__
 
         self.lib = host_library()
         self.version = f"{__version__}+host.{self.lib.build.key[:12]}"
@@ -593,8 +594,6 @@ def find_nvcc() -> str | None:
 
 
 def _write_kernels(folder: Path) -> Path:
-    from ._cupy_backend import KERNEL_SOURCE
-
     src = folder / "adabelief_kernels.cu"
     src.write_text(KERNEL_SOURCE, encoding="utf-8")
     return src
@@ -609,7 +608,7 @@ def _nvcc(nvcc: str, arch: str, output: str, src: Path) -> tuple[subprocess.Comp
 
 
 def check_device_compile(archs: Sequence[str] = ("sm_80", "sm_90"), nvcc: str | None = None) -> dict[str, DeviceCompileResult]:
-    """Compile the device kernels (``_cupy_backend.KERNEL_SOURCE`` with the .cuh) to a cubin
+    """Compile the device kernels (``_kernel_source.KERNEL_SOURCE`` with the .cuh) to a cubin
     for each architecture with nvcc and the device options. Needs no GPU; every arch reports
     ``skipped`` when nvcc is not installed."""
     nvcc = nvcc or find_nvcc()
