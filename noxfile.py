@@ -82,3 +82,28 @@ def mxnet(session: nox.Session) -> None:
     session.run("adabelief-conformance", "check", "--profile", "mxnet", "--cmd", f"{adapter} step",
                 "--expectations", "examples/mxnet_adapter/expectations-step.json", *session.posargs)
     session.run("pytest", "-m", "slow", "tests/test_mxnet_adapter.py")
+
+
+@nox.session(python=PYTHON, default=False)
+def compatibility(session: nox.Session) -> None:
+    """The compatibility matrix of the real AdaBelief libraries: installs them (pinned, in three
+    environments), runs every row against every profile, rewrites docs/compatibility.md and
+    .json. `-- --check` compares instead; `-- --only torch,optax` runs some frameworks only."""
+    session.install("-e", ".")
+    session.run("python", "-m", "adabelief_conformance.adapters.libraries", "--install", "torch,optax")
+    args = " ".join(session.posargs)
+    if "--only" not in args or "keras" in args:
+        if not Path(".tf-venv/bin/python").exists():
+            # TensorFlow 2.15 needs numpy < 2: an environment of its own, driven through `serve`
+            session.run("python3", "-m", "venv", ".tf-venv", external=True)
+            session.run(".tf-venv/bin/python", "-m", "pip", "install", "-q", "-e", ".", external=True)
+            session.run(".tf-venv/bin/python", "-m", "adabelief_conformance.adapters.libraries",
+                        "--install", "keras", external=True)
+            session.run(".tf-venv/bin/python", "-m", "pip", "install", "-q", "pytest", external=True)
+        # the Keras adapter's legacy (OptimizerV2) path, on the real TensorFlow Addons
+        session.run(".tf-venv/bin/python", "-m", "pytest", "-q", "tests/test_keras_adapter.py",
+                    external=True, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    if ("--only" not in args or "mxnet" in args) and not Path(".mxnet-venv/bin/python").exists():
+        session.run("bash", "examples/mxnet_adapter/setup.sh", external=True)
+    session.run("python", "-m", "adabelief_conformance.adapters.matrix", *session.posargs,
+                env={"TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -280,8 +280,9 @@ class CatalogueImplementation:
             eps = kn.epsilon_zero_as
         lr_i, wd_i = hp.learning_rate * lr_mult, hp.wd * wd_mult
         if kn.hyperparameters_float32:  # float32 variables, cast to the weight's dtype
+            # (Keras's _set_hyper ones; epsilon is a plain Python float there, converted exactly)
             f32 = np.float32
-            b1, b2, eps = (float(f32(x)) for x in (b1, b2, eps))
+            b1, b2 = (float(f32(x)) for x in (b1, b2))
             lr_i, wd_i = float(f32(hp.learning_rate)) * lr_mult, float(f32(hp.wd)) * wd_mult
         clip = hp.clip_gradient
         if kn.hyperparameters_rounded_first:

@@ -30,8 +30,10 @@ EXIT_USAGE = 2
 
 _EPILOG = """\
 targets: numpy, naive, numba, cupy, cuda-host (bundled backends); catalogue:ENTRY (a mutant or
-variant of the mistake catalogue, e.g. 'catalogue:clip ignored'); module:attr or file.py:attr
-(an Implementation object, class or factory); or --cmd "PROGRAM ARGS" for any program speaking
+variant of the mistake catalogue, e.g. 'catalogue:clip ignored'); library:NAME[@CONFIGURATION]
+(a real AdaBelief library through its ready adapter, e.g. 'library:timm@mxnet-closest'; README,
+'Checking a real library'); module:attr or file.py:attr (an Implementation object, class or
+factory); or --cmd "PROGRAM ARGS" for any program speaking
 the JSON-lines protocol. Exit codes: 0 conforming, 1 not conforming, 2 usage or input error."""
 
 
@@ -152,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--png", type=Path, metavar="FILE", help="write a plot (needs matplotlib)")
     b.add_argument("--quick", action="store_true", help="few repetitions, small sizes")
     b.set_defaults(handler=_cmd_bench)
+
+    sv = sub.add_parser(
+        "serve", help="answer the JSON-lines protocol on stdin/stdout with an in-process target",
+        description="Answer the subprocess protocol (spec/protocol.md) on stdin/stdout with an "
+                    "in-process target, so that another environment can check it with --cmd, e.g.\n"
+                    "  adabelief-conformance check --cmd \".tf-venv/bin/adabelief-conformance serve "
+                    "library:tensorflow-addons\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("target", metavar="TARGET",
+                    help="a bundled backend, catalogue:ENTRY, library:NAME[@CONFIGURATION] or module:attr")
+    sv.set_defaults(handler=_cmd_serve)
 
     ref = sub.add_parser(
         "reference", help="exact, correctly rounded outputs for given inputs",
@@ -349,6 +362,22 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     print(mod.format_diagnosis(rows))
     # The exit status of `check`: 0 when the implementation conforms on the selection.
     return 0 if rows.failing == 0 and rows.errored == 0 else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._subprocess import serve
+    from ._targets import resolve_target
+
+    # The protocol owns stdout: anything the target prints goes to stderr instead.
+    protocol_out = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        impl = resolve_target(args.target)
+        serve(impl, stdout=protocol_out)
+    finally:
+        sys.stdout = protocol_out
+        _close(impl if "impl" in locals() else None)
+    return 0
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:

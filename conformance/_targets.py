@@ -37,6 +37,7 @@ BUILTIN_TARGETS: dict[str, tuple[str, str]] = {
     "cuda-host": ("backends._native", "NativeHostBackend"),
 }
 _CATALOGUE = "catalogue:"
+_LIBRARY = "library:"
 
 
 def _one_line(text: str) -> str:
@@ -70,6 +71,18 @@ def _catalogue(entry: str) -> Implementation:
         names = ", ".join(repr(n) for n in [*VARIANTS, *MUTANTS])
         raise AdapterError(f"target {_CATALOGUE}{entry}: no such catalogue entry; entries: {names}")
     return cast(Implementation, CatalogueImplementation(entry, knobs))
+
+
+def _library(entry: str) -> Implementation:
+    from .adapters.libraries import library_target
+
+    try:
+        impl = library_target(entry)
+    except ConformanceError as e:
+        raise AdapterError(f"target {_LIBRARY}{entry}: {_one_line(str(e))}") from None
+    except Exception as e:
+        raise AdapterError(f"target {_LIBRARY}{entry}: {type(e).__name__}: {_one_line(str(e))}") from None
+    return validate_implementation(impl, f"target {_LIBRARY}{entry}")
 
 
 def _import_target(module: str, where: str) -> Any:
@@ -140,7 +153,7 @@ def resolve_target(spec: str | None, cmd: str | None = None, timeout: float = 10
                    validate: bool = False) -> Implementation:
     """The implementation named by ``spec`` (see the module doc) or run by ``cmd``."""
     if (spec is None) == (cmd is None):
-        raise UsageError("give a target (numpy, naive, numba, cupy, cuda-host, catalogue:ENTRY, "
+        raise UsageError("give a target (numpy, naive, numba, cupy, cuda-host, catalogue:ENTRY, library:NAME, "
                          "module:attr) or --cmd COMMAND, not both")
     if cmd is not None:
         try:
@@ -156,10 +169,12 @@ def resolve_target(spec: str | None, cmd: str | None = None, timeout: float = 10
         return _builtin(spec)
     if spec.startswith(_CATALOGUE):
         return _catalogue(spec[len(_CATALOGUE):])
+    if spec.startswith(_LIBRARY):
+        return _library(spec[len(_LIBRARY):])
     if ":" in spec:
         return _module_attr(spec)
     raise AdapterError(f"target {spec}: unknown; expected one of {', '.join(BUILTIN_TARGETS)}, "
-                       "catalogue:ENTRY, module:attr or --cmd COMMAND")
+                       "catalogue:ENTRY, library:NAME, module:attr or --cmd COMMAND")
 
 
 def target_args(spec: str | None, cmd: str | None) -> list[str]:

@@ -254,7 +254,10 @@ def generate(suites: Iterable[str] | None = None, jobs: int | None = None,
     cases = [t.case for _, t in pairs]
     jobs = jobs or os.cpu_count() or 1
     results: list[GoldenCase] = []
-    ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    # Not "fork": the parent may hold threads (JAX, a BLAS pool, a test runner's) whose locks a
+    # forked child would inherit held. The forkserver starts from a fresh interpreter.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     from rich.progress import Progress
 
     with Progress(disable=not progress, transient=False) as bar:

@@ -16,3 +16,13 @@ def _bundled():
 def bundled_cases():
     """Every bundled vector case, loaded once per session (manifest and schema checked)."""
     return _bundled()
+
+
+def needs(module: str):
+    """Import a framework for a test, or skip it; under .ci/run (ADABELIEF_REQUIRE_FRAMEWORKS=1)
+    a missing framework is an install bug, not a reason to skip."""
+    import os
+
+    if os.environ.get("ADABELIEF_REQUIRE_FRAMEWORKS") == "1":
+        return __import__(module)
+    return pytest.importorskip(module)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import needs
 
 from adabelief_conformance._compare import run_case
 
@@ -35,3 +39,25 @@ def test_readme_adapter_conforms(tmp_path, monkeypatch, bundled_cases) -> None:
         assert out.status == "passed", out.message
         checked += 1
     assert checked > 200
+
+
+def _readme_file(name: str) -> str:
+    return re.search(rf"```python\n(# {re.escape(name)} .*?)```", README.read_text(), re.S).group(1)
+
+
+@pytest.mark.parametrize("name, framework, profile, extra", [
+    ("check_torch.py", "adabelief_pytorch", "adabelief-pytorch", []),
+    ("check_optax.py", "optax", "optax",
+     ["--expectations", str(README.parent / "docs/compatibility/expectations/optax@case.toml")]),
+])
+def test_readme_library_examples_conform(name, framework, profile, extra, tmp_path) -> None:
+    """The ten-line examples, run as the README says: the real CLI in a fresh process."""
+    needs(framework)
+    code = _readme_file(name)
+    assert len(code.strip().splitlines()) <= 10
+    (tmp_path / name).write_text(code)
+    r = subprocess.run([sys.executable, "-m", "adabelief_conformance", "check",
+                        f"{name.removesuffix('.py')}:impl", "--profile", profile, "--no-progress",
+                        *extra], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "CONFORMING" in r.stdout

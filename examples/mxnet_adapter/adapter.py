@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from adabelief_conformance import ParamResult, RunRequest
+from adabelief_conformance import CaseSkipped, ParamResult, RunRequest
 from adabelief_conformance._subprocess import serve
 
 MODES = {
@@ -53,9 +53,9 @@ MODES = {
 class MXNetAdaBelief:
     """:class:`adabelief_conformance.Implementation` backed by ``mxnet.optimizer.AdaBelief``."""
 
-    profiles = ("mxnet",)
+    profiles: tuple[str, ...] = ("mxnet",)
 
-    def __init__(self, mode: str, flush_denormals: bool = False) -> None:
+    def __init__(self, mode: str, flush_denormals: bool = False, all_profiles: bool = False) -> None:
         fused, aggregation, dtypes = MODES[mode]
         # AdaBelief.__init__ reads the variable (its aggregate_num kwarg is ignored), so it must
         # be set before any optimizer exists; setting it before importing mxnet is simplest.
@@ -70,6 +70,16 @@ class MXNetAdaBelief:
 
         self._mx = mx
         self._fused = fused
+        # --profiles all (the compatibility matrix): MXNet runs every profile's cases it can
+        # express; it has none of the other libraries' switches and no eps_root.
+        self._switches = None
+        if all_profiles:
+            from adabelief_reference import profile_names
+
+            from adabelief_conformance.adapters._common import SwitchSet
+
+            self.profiles = tuple(profile_names())
+            self._switches = SwitchSet("MXNet", {}, {}, {}, "case")
         self.mode = mode
         self.dtypes = dtypes
         self.name = f"mxnet-adabelief[{mode}{',ftz' if flush_denormals else ''}]"
@@ -79,6 +89,13 @@ class MXNetAdaBelief:
         mx = self._mx
         hp = request.hyperparameters
         mp = request.dtype == "float16-mp"
+        if self._switches is not None:
+            from adabelief_conformance.adapters._common import inexpressible_inputs
+
+            reason = inexpressible_inputs(request, "MXNet", rescale=True, clip=True)
+            if reason:
+                raise CaseSkipped(reason)
+            self._switches.values(request)
         opt = mx.optimizer.AdaBelief(
             learning_rate=hp.learning_rate,
             beta1=hp.beta1,
@@ -141,13 +158,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--denormals", choices=("ieee", "flush"), default="ieee",
                     help="ieee: honour subnormals (mx.util.set_flush_denorms(False)); flush: "
                          "MXNet's default flush-to-zero / denormals-are-zero")
+    ap.add_argument("--profiles", choices=("mxnet", "all"), default="mxnet",
+                    help="mxnet: declare the mxnet profile only; all: every profile, skipping the "
+                         "cases MXNet cannot express (the compatibility matrix)")
     args = ap.parse_args(argv)
     # stdout carries protocol messages only, but MXNet (C++ logging, the optimizer's print())
     # may write to it: keep the real stdout for the protocol and point fd 1 at stderr.
     protocol_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    impl = MXNetAdaBelief(args.mode, args.denormals == "flush")
+    impl = MXNetAdaBelief(args.mode, args.denormals == "flush", args.profiles == "all")
     serve(impl, stdout=protocol_out, homepage="https://github.com/apache/mxnet")
 
 
