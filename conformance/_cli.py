@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -27,6 +28,7 @@ __all__ = ["build_parser", "main"]
 
 PROG = "adabelief-conformance"
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 _EPILOG = """\
 targets: numpy, naive, numba, cupy, cuda-host (bundled backends); catalogue:ENTRY (a mutant or
@@ -60,13 +62,17 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
 
 def _add_target(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("target", nargs="?", metavar="TARGET",
-                   help="numpy | naive | numba | cupy | cuda-host | catalogue:ENTRY | module:attr")
+                   help="numpy | naive | numba | cupy | cuda-host | catalogue:ENTRY | "
+                        "library:NAME[@CONFIGURATION] | module:attr")
     p.add_argument("--cmd", metavar="COMMAND",
                    help="run a program speaking the JSON-lines protocol instead of TARGET")
+    p.add_argument("--isolate", action="store_true",
+                   help="run TARGET in a worker process (`serve TARGET`) so that --timeout, crash "
+                        "isolation and --validate-protocol apply to it as to --cmd")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="seconds per case for --cmd (default 10)")
+                   help="seconds per case for --cmd or --isolate (default 10)")
     p.add_argument("--validate-protocol", action="store_true",
-                   help="validate every --cmd message against the protocol's JSON Schema")
+                   help="validate every --cmd or --isolate message against the protocol's JSON Schema")
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -143,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dtype", default="float32", choices=_dtypes())
     f.add_argument("--max-examples", type=int, default=200, metavar="N")
     f.add_argument("--seed", type=int, default=0, metavar="S")
-    f.add_argument("--out", type=Path, metavar="FILE", help="write failing examples as a vector file")
+    f.add_argument("--out", type=Path, metavar="FILE",
+                   help="where failing examples are written as a vector file (default "
+                        "./fuzz-PROFILE-DTYPE-seedSEED.json; an existing file is replaced)")
     f.set_defaults(handler=_cmd_fuzz)
 
     b = sub.add_parser("bench", help="throughput of the bundled backends",
@@ -245,6 +253,19 @@ def _resolve(args: argparse.Namespace) -> Any:
     timeout = 10.0 if args.timeout is None else args.timeout
     if not timeout > 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    isolate = getattr(args, "isolate", False)
+    if isolate and args.target is None:
+        raise UsageError("--isolate runs a TARGET in a worker process; --cmd already runs one")
+    if args.target is not None and not isolate:
+        given = [o for o, v in (("--timeout", args.timeout is not None),
+                                ("--validate-protocol", args.validate_protocol)) if v]
+        if given:
+            # An in-process target runs in this process: nothing could enforce either option.
+            raise UsageError(f"{' and '.join(given)} apply to a process: add --isolate to run "
+                             f"{args.target} in a worker process under them, or give --cmd")
+    if isolate:
+        cmd = f"{shlex.quote(sys.executable)} -m adabelief_conformance serve {shlex.quote(args.target)}"
+        return resolve_target(None, cmd, timeout=timeout, validate=args.validate_protocol)
     return resolve_target(args.target, args.cmd, timeout=timeout, validate=args.validate_protocol)
 
 
@@ -285,10 +306,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.max_failures < 0 or args.show < 0 or args.jobs < 1:
         raise UsageError("--max-failures and --show must be >= 0, --jobs >= 1")
+    _check_writable((("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown),
+                     ("--write-expectations", args.write_expectations)))
     expectations = load_expectations(args.expectations) if args.expectations else None
     cases, selected, sel = _load_selection(args)
     if expectations is not None:
-        expectations = expectations.with_known(cases)
+        expectations = expectations.with_known(cases, suites_only=bool(args.suite))
     impl = _resolve(args)
     try:
         applicable = [c for c in selected if c.profile in impl.profiles and c.dtype in impl.dtypes]
@@ -330,6 +353,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if problems:
         raise UsageError(problems[0])
     return exit_code(report)
+
+
+def _check_writable(outputs: Sequence[tuple[str, Path | None]]) -> None:
+    """Refuse, before anything runs, a report path that could not be written afterwards."""
+    for flag, path in outputs:
+        if path is None:
+            continue
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            problem = "is a directory"
+        elif not parent.is_dir():
+            problem = f"its folder {parent} does not exist"
+        elif not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            problem = "not writable"
+        else:
+            continue
+        raise UsageError(f"{flag} {path}: cannot write the report there: {problem}")
 
 
 # ----- generate, diagnose, fuzz, bench -----------------------------------------------------------
@@ -616,6 +656,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): nothing more can be shown. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

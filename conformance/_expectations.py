@@ -45,6 +45,7 @@ __all__ = ["FORMAT_VERSION", "Entry", "Expectations", "dumps_toml", "load_expect
            "write_expectations"]
 
 FORMAT_VERSION = 1
+MAX_EXPECTATIONS_BYTES = 64 * 1024 * 1024  # spec/vector-format.md#limits
 _KEYS = {"id", "reason", "link", "strict"}
 
 
@@ -55,6 +56,8 @@ class Expectations:
     # the case ids of every loaded vector (not only the selected ones): an entry matching one of
     # them is in use even when the selection leaves it out
     known_ids: Sequence[str] | None = None
+    # the (bundled) suites whose files a --suite selection left unread
+    unloaded_suites: frozenset[str] | None = None
 
     def match(self, case_id: str) -> Entry | None:
         for e in self.entries:
@@ -62,8 +65,16 @@ class Expectations:
                 return e
         return None
 
-    def with_known(self, cases: Iterable[VectorCase]) -> Expectations:
-        return Expectations(self.entries, self.path, [c.id for c in cases])
+    def with_known(self, cases: Iterable[VectorCase], suites_only: bool = False) -> Expectations:
+        """These entries, knowing every loaded case. ``suites_only``: only some suites' files
+        were loaded (``--suite``), so an entry naming another suite is not reported unused."""
+        cases = list(cases)
+        skipped = None
+        if suites_only:
+            from adabelief_reference._suites import SUITES
+
+            skipped = frozenset(SUITES) - {c.suite for c in cases}
+        return Expectations(self.entries, self.path, [c.id for c in cases], skipped)
 
     def apply(self, report: RunReport) -> None:
         """Mark listed cases, and record stale and unused entries, in ``report``."""
@@ -84,9 +95,16 @@ class Expectations:
                 report.stale_entries.append((e, f"all {passing} listed case(s) now pass"))
             if not statuses:
                 known = self.known_ids if self.known_ids is not None else [r.id for r in report.results]
+                if self.unloaded_suites and _suite_of(e.id) in self.unloaded_suites:
+                    continue  # an entry for a suite this run did not load
                 if not any(e.matches(i) for i in known):
                     report.unused_entries.append(e)
                     report.warnings.append(f"{e.describe()} matches no case of the loaded vectors")
+
+
+def _suite_of(pattern: str) -> str:
+    """The suite a case id (``SUITE-<16 hex digits>``) or a glob such as ``SUITE-*`` names."""
+    return pattern.rsplit("-", 1)[0]
 
 
 def _read_toml(path: Path, text: str) -> dict[str, Any]:
@@ -100,6 +118,8 @@ def _read_toml(path: Path, text: str) -> dict[str, Any]:
                                       "package (pip install tomli); or write the file as .json") from None
     try:
         doc: dict[str, Any] = tomllib.loads(text)
+    except RecursionError:
+        raise InvalidExpectations(f"{path}: TOML nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise InvalidExpectations(f"{path}: not valid TOML ({' '.join(str(e).split())})") from None
     return doc
@@ -107,15 +127,23 @@ def _read_toml(path: Path, text: str) -> dict[str, Any]:
 
 def load_expectations(path: Path) -> Expectations:
     """Read and validate an expectation file; every problem is a one-line InvalidExpectations."""
+    from ._errors import InvalidVector
+    from ._vectors import read_bounded
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidExpectations(f"{path}: cannot read: {e.strerror}") from None
+        text = read_bounded(path, MAX_EXPECTATIONS_BYTES, "an expectation file").decode("utf-8")
+    except InvalidVector as e:
+        raise InvalidExpectations(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise InvalidExpectations(f"{path}: not UTF-8 text (byte {e.start})") from None
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise InvalidExpectations(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except (ValueError, RecursionError) as e:
+            raise InvalidExpectations(f"{path}: not valid JSON ({type(e).__name__}: "
+                                      f"{' '.join(str(e).split())[:200]})") from None
     else:
         doc = _read_toml(path, text)
     if not isinstance(doc, dict):

@@ -231,7 +231,9 @@ def verdict(report: RunReport) -> str:
         parts.append(f"{len(report.stale_entries)} stale expectation entries")
     rate = report.throughput
     speed = f", {rate:.3g} elements/s" if math.isfinite(rate) else ""
-    return (f"{'CONFORMING' if ok else 'NOT CONFORMING'}: {impl.name} {impl.version}: {', '.join(parts)} "
+    head = f"INCOMPLETE ({report.incomplete})" if report.incomplete else \
+        "CONFORMING" if ok else "NOT CONFORMING"
+    return (f"{head}: {impl.name} {impl.version}: {', '.join(parts)} "
             f"({t.elements} elements checked in {report.elapsed:.2f} s{speed})")
 
 
@@ -349,6 +351,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
             "unused": [{"id": e.id, "where": e.where} for e in report.unused_entries],
         },
         "warnings": list(report.warnings),
+        "incomplete": report.incomplete,
+        "unverifiedFiles": list(report.unverified_files),
         "cases": [_case_json(report, r) for r in report.results],
     }
 
@@ -386,7 +390,10 @@ def to_junit(report: RunReport) -> ET.ElementTree:
                            timestamp=stamp, hostname=platform.node() or "localhost")
         props = ET.SubElement(el, "properties")
         for k, v in (("implementation", impl.name), ("version", impl.version), ("target", report.target),
-                     ("profiles", ",".join(impl.profiles)), ("dtypes", ",".join(impl.dtypes))):
+                     ("profiles", ",".join(impl.profiles)), ("dtypes", ",".join(impl.dtypes)),
+                     *((("incomplete", report.incomplete),) if report.incomplete else ()),
+                     *((("unverified", ",".join(report.unverified_files)),)
+                       if report.unverified_files else ())):
             ET.SubElement(props, "property", name=k, value=_clean(v))
         for r in by_suite[name]:
             tc = ET.SubElement(el, "testcase", classname=f"adabelief.{name}", name=r.id, time=f"{r.seconds:.6f}",
@@ -429,7 +436,9 @@ def to_markdown(report: RunReport, max_rows: int = 50) -> str:
     impl = report.implementation
     ok = exit_code(report) == 0
     t = report.totals
-    lines = [f"## AdaBelief conformance: {'✅ conforming' if ok else '❌ not conforming'}", "",
+    state = f"⚠️ incomplete: {report.incomplete}" if report.incomplete else \
+        "✅ conforming" if ok else "❌ not conforming"
+    lines = [f"## AdaBelief conformance: {state}", "",
              f"**{_md(impl.name)} {_md(impl.version)}** (target `{_md(report.target)}`); profiles "
              f"{', '.join(impl.profiles)}; dtypes {', '.join(impl.dtypes)}", "",
              "| suite | cases | passed | failed | errored | skipped | known deviations | max error, ulp(σ) | max error, ulp |",

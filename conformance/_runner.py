@@ -15,7 +15,6 @@ import fnmatch
 import math
 import threading
 import time
-import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +32,12 @@ from ._compare import (
     flatten_results,
 )
 from ._deviation import Entry
-from ._errors import UsageError
+from ._errors import UsageError, error_location
 from ._protocol import NUMPY_DTYPES, Implementation, ParamResult, request_from_case, skip_request
 from ._vectors import ExpectedArray, VectorCase, load_vectors
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "EXIT_NONCONFORMING",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -56,6 +56,7 @@ __all__ = [
 EXIT_OK = 0  # conforming: no failed or errored case left after the expectations
 EXIT_NONCONFORMING = 1  # a failed or errored case, or a stale expectation entry
 EXIT_USAGE = 2  # bad command line, vector file, target or expectation file
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the reports cover the cases that ran, marked incomplete
 
 OUTPUTS = ("w", "m", "s", "s_max", "w16")
 # Final statuses: xfailed = fails as an expectation entry says; xpassed = passes although a strict
@@ -186,6 +187,10 @@ class RunReport:
     stale_entries: list[tuple[Entry, str]] = field(default_factory=list)  # entry, why stale
     unused_entries: list[Entry] = field(default_factory=list)  # matched no loaded case
     warnings: list[str] = field(default_factory=list)
+    # why the run stopped early ("interrupted after 120 of 3201 cases"); None for a whole run
+    incomplete: str | None = None
+    # vector files no manifest vouches for (a single file given with --vectors)
+    unverified_files: list[str] = field(default_factory=list)
 
     @property
     def suites(self) -> dict[str, SuiteSummary]:
@@ -228,7 +233,10 @@ class Applies(Protocol):
 
 
 def exit_code(report: RunReport) -> int:
-    """0 when no failed, errored or xpassed case and no stale entry remain, else 1."""
+    """0 when no failed, errored or xpassed case and no stale entry remain, else 1; 130 for a
+    run that was interrupted (its report covers the cases that ran)."""
+    if report.incomplete is not None:
+        return EXIT_INTERRUPTED
     if report.problems() or report.stale_entries:
         return EXIT_NONCONFORMING
     return EXIT_OK
@@ -252,7 +260,10 @@ def _run_one(impl: Implementation, vc: VectorCase) -> tuple[Results | CaseOutcom
     request = request_from_case(vc.case, vc.id)
     t0 = time.perf_counter()
     try:
-        results = impl.run(request)
+        # Special-value cases overflow and divide by zero on purpose: the implementation's NumPy
+        # warnings would only clutter the report (the comparison judges the values).
+        with np.errstate(all="ignore"):
+            results = impl.run(request)
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # the implementation under test is not trusted (sys.exit too)
@@ -260,10 +271,8 @@ def _run_one(impl: Implementation, vc: VectorCase) -> tuple[Results | CaseOutcom
         reason = _skip_reason(e)
         if reason is not None:
             return CaseOutcome(vc.id, "skipped", reason), dt
-        tb = traceback.extract_tb(e.__traceback__)
-        where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
         msg = " ".join(f"{type(e).__name__}: {e}".split())
-        return CaseOutcome(vc.id, "errored", f"{msg}{where}"), dt
+        return CaseOutcome(vc.id, "errored", f"{msg}{error_location(e)}"), dt
     return results, time.perf_counter() - t0
 
 
@@ -390,8 +399,11 @@ def _runs(impl: Implementation, cases: Sequence[VectorCase], jobs: int,
         with lock:
             return (vc, *_run_one(impl, vc))
 
-    with ThreadPoolExecutor(jobs) as pool:
+    pool = ThreadPoolExecutor(jobs)
+    try:
         yield from pool.map(one, cases)
+    finally:  # on an interrupt, cases not started yet are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check(impl: Implementation, cases: Sequence[VectorCase], *, jobs: int = 1, max_failures: int = 10,
@@ -426,14 +438,28 @@ def check(impl: Implementation, cases: Sequence[VectorCase], *, jobs: int = 1, m
                 progress(results[-1], len(results), total)
         pending.clear()
 
-    for item in _runs(impl, cases, jobs):
-        pending.append(item)
-        if len(pending) >= _CHUNK_CASES or time.perf_counter() - chunk_start >= _CHUNK_SECONDS:
-            flush()
-            chunk_start = time.perf_counter()
+    interrupted = False
+    runs = iter(_runs(impl, cases, jobs))
+    try:
+        for item in runs:
+            pending.append(item)
+            if len(pending) >= _CHUNK_CASES or time.perf_counter() - chunk_start >= _CHUNK_SECONDS:
+                flush()
+                chunk_start = time.perf_counter()
+    except KeyboardInterrupt:  # keep what ran: the caller writes it, marked incomplete
+        interrupted = True
+        close = getattr(runs, "close", None)
+        if callable(close):
+            close()  # a generator: ends a thread pool without starting the cases left
     flush()
     report = RunReport(ImplementationInfo.of(impl), results, time.perf_counter() - t_start, compare_time,
                        target=str(impl.name))
+    if interrupted:
+        report.incomplete = f"interrupted after {len(results)} of {total} cases"
+    report.unverified_files = sorted({vc.file for vc in cases if not vc.verified})
+    for f in report.unverified_files:
+        report.warnings.append(f"{f}: unverified: no manifest.json vouches for this file (its sha256), "
+                               "so its expected values are taken as they are")
     if expectations is not None:
         expectations.apply(report)
     return report

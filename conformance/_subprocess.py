@@ -78,6 +78,13 @@ _EXIT_GRACE = 1.0  # seconds to collect the exit status after stdout closed
 _STDERR_KEEP = 8192  # bytes of stderr kept for error messages
 _STDERR_SHOW = 400  # characters of it put in a message
 _SNIPPET = 120  # characters of an offending line put in a message
+# The longest line read from an implementation (spec/protocol.md#limits): a longer one is an
+# invalid answer, read no further, so that a runaway writer cannot exhaust the runner's memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+_OVERLONG = b"\0overlong"  # what the reader queues for such a line (not a valid JSON line)
+# Consecutive cases on which the process crashed, hung or broke the protocol, after which the
+# remaining cases are not sent (each would cost a restart and a timeout).
+CIRCUIT_BREAKER = 5
 
 # The hexfloat pattern of the schema. Enforced even without ``validate``: float.fromhex would
 # read a decimal "0.1" as hex 0x0.1 = 0.0625 and silently corrupt a result.
@@ -445,10 +452,16 @@ class _Process:
 
     def _read_stdout(self) -> None:
         assert self.popen.stdout is not None
+        stream = self.popen.stdout
         try:
-            for line in iter(self.popen.stdout.readline, b""):
+            while line := stream.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES:
+                    self.lines.put(_OVERLONG)  # the runner kills the writer on seeing it
+                    while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass  # drop the rest of the line unread into memory
+                    continue
                 self.lines.put(line)
-            self.popen.stdout.close()
+            stream.close()
         except (OSError, ValueError):
             pass
         self.lines.put(None)  # EOF
@@ -579,6 +592,7 @@ class SubprocessImplementation:
         self._broken: str | None = None
         self._closed = False
         self.restarts = 0  # processes started after the first one
+        self._failed_in_a_row = 0  # cases that ended with the process discarded (CIRCUIT_BREAKER)
         self.info: dict[str, Any] = self._start()
         self.name: str = self.info["name"]
         self.version: str = self.info["version"]
@@ -681,7 +695,28 @@ class SubprocessImplementation:
 
     def run(self, request: RunRequest) -> list[list[ParamResult]]:
         """Run one case in the implementation; raise :class:`CaseSkipped` or a
-        :class:`CaseErrored` subclass (one-line message naming the case) when it gives none."""
+        :class:`CaseErrored` subclass (one-line message naming the case) when it gives none.
+
+        After :data:`CIRCUIT_BREAKER` cases in a row on which the process crashed, timed out or
+        broke the protocol, later cases are errored at once, saying so, without starting it again.
+        """
+        try:
+            results = self._run(request)
+        except (CaseSkipped, ProtocolError) as e:
+            discarded = self._proc is None  # _discard() ran: it crashed, hung or broke the protocol
+            if isinstance(e, CaseErrored) and discarded and self._broken is None:
+                self._failed_in_a_row += 1
+                if self._failed_in_a_row >= CIRCUIT_BREAKER:
+                    self._broken = (f"not run: the implementation crashed, hung or broke the protocol "
+                                    f"on {CIRCUIT_BREAKER} cases in a row (circuit breaker; the "
+                                    f"first of them says why)")
+            elif not isinstance(e, CaseErrored) or not discarded:
+                self._failed_in_a_row = 0
+            raise
+        self._failed_in_a_row = 0
+        return results
+
+    def _run(self, request: RunRequest) -> list[list[ParamResult]]:
         if self._closed:
             raise ProtocolError(f"{self!r} is closed")
         cid = request.case_id
@@ -706,6 +741,11 @@ class SubprocessImplementation:
             self._discard()
             raise CaseTimedOut(f"case {cid}: timed out after {self.timeout:g} s "
                                "(the process was killed; the next case restarts it)", cid) from None
+        if raw == _OVERLONG:
+            self._discard()
+            raise InvalidMessage(f"case {cid}: the implementation wrote a line longer than "
+                                 f"{MAX_LINE_BYTES // (1024 * 1024)} MiB (the protocol's limit); "
+                                 "the process was killed", cid)
         if raw is None:
             status = proc.exit_status(_EXIT_GRACE)
             tail = proc.stderr_tail()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,6 +30,7 @@ from adabelief_reference import (
 )
 from adabelief_reference._exact import outputs_of
 from adabelief_reference._formats import FLOAT16
+from adabelief_reference._generate import case_id
 from adabelief_reference._model import SWITCHES
 from adabelief_spec import load_json
 
@@ -76,6 +79,9 @@ class VectorCase:
     expected: dict[str, ExpectedArray]
     # (step, parameter index, offset, length) of each block of the flattened outputs
     layout: tuple[tuple[int, int, int, int], ...]
+    # False for a file that no manifest.json vouches for (its sha256): its expected values are
+    # taken as they are, and the reports say so
+    verified: bool = True
 
     @property
     def profile(self) -> str:
@@ -148,7 +154,21 @@ def _alternative(entry: Any, where: str) -> Finite | Special:
     raise InvalidVector(f"{where} = {entry!r}: expected a hex float, a class name or an alternative object")
 
 
-def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str, Any]) -> VectorCase:
+def _check_representable(where: str, values: Sequence[float], fmt: Any, dtype: str, what: str) -> None:
+    """Inputs must be values of their format: a float32 case's w holding 0.1 (a double) would be
+    rounded silently by any implementation, and the case would test something else."""
+    arr = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        back = arr.astype(np.dtype(fmt.name)).astype(np.float64)
+    bad = ~((back == arr) | np.isnan(arr))
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise InvalidVector(f"{where}: {what}[{j}] = {float(arr[j]).hex()} is not a {fmt.name} value, "
+                            f"as a {dtype} case needs; restore the file or regenerate the vectors")
+
+
+def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str, Any],
+                verified: bool = True) -> VectorCase:
     tid = test.get("id", "?")
     where = f"{doc_file}: case {tid}"
     hpj = group["hyperparameters"]
@@ -165,6 +185,18 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
         eps_root=_hex(hpj["eps_root"], f"{where}: hyperparameters.eps_root") if "eps_root" in hpj else 0.0,
         **{name: bool(hpj.get(name, False)) for name in SWITCHES},
     )
+    try:
+        params, steps = _inputs(where, test)
+    except ValueError as e:  # lengths that do not agree, a negative t
+        raise InvalidVector(f"{where}: {e}") from None
+    try:
+        case = CaseInputs(group["profile"], group["dtype"], hp, tuple(params), tuple(steps))
+    except ValueError as e:
+        raise InvalidVector(f"{where}: {e}") from None
+    return _with_expectations(doc_file, suite, group, test, case, where, verified)
+
+
+def _inputs(where: str, test: dict[str, Any]) -> tuple[list[ParamInput], list[StepInput]]:
     params = []
     for i, p in enumerate(test["params"]):
         pw = f"{where}: params[{i}]"
@@ -181,11 +213,26 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
             tuple(_hexes(g, f"{where}: steps[{k}].grads[{i}]") for i, g in enumerate(st["grads"])),
             None if r is None else _hex(r, f"{where}: steps[{k}].rescale_grad"),
         ))
-    try:
-        case = CaseInputs(group["profile"], group["dtype"], hp, tuple(params), tuple(steps))
-    except ValueError as e:
-        raise InvalidVector(f"{where}: {e}") from None
+    return params, steps
+
+
+def _with_expectations(doc_file: str, suite: str, group: dict[str, Any], test: dict[str, Any],
+                       case: CaseInputs, where: str, verified: bool) -> VectorCase:
+    tid = test.get("id", "?")
     spec = DTYPES[case.dtype]
+    for i, p in enumerate(case.params):
+        for what, values, fmt in (("w", p.w, spec.master), ("m", p.m, spec.compute),
+                                  ("s", p.s, spec.compute), ("s_max", p.s_max or (), spec.compute)):
+            _check_representable(where, values, fmt, case.dtype, f"params[{i}].{what}")
+    for k, st in enumerate(case.steps):
+        for i, g in enumerate(st.grads):
+            _check_representable(where, g, spec.storage, case.dtype, f"steps[{k}].grads[{i}]")
+    # Ids are content-addressed (spec/vector-format.md#ids): an edited input shows here.
+    recomputed = case_id(suite, case)
+    if recomputed != tid:
+        raise InvalidVector(f"{where}: the id does not match the case's inputs (they give "
+                            f"{recomputed}): the inputs were edited; restore the file or "
+                            "regenerate the vectors")
     fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
     names = outputs_of(case)
     cols: dict[str, dict[str, list[Any]]] = {n: {"kind": [], "value": [], "residual": [], "sigma": []} for n in names}
@@ -194,10 +241,10 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
     offset = 0
     for k, st in enumerate(test["steps"]):
         exp = st["expected"]
-        if len(exp) != len(params):
-            raise InvalidVector(f"{where}: steps[{k}].expected has {len(exp)} entries for {len(params)} parameters")
+        if len(exp) != len(case.params):
+            raise InvalidVector(f"{where}: steps[{k}].expected has {len(exp)} entries for {len(case.params)} parameters")
         for i, entry in enumerate(exp):
-            n_el = len(params[i].w)
+            n_el = len(case.params[i].w)
             layout.append((k, i, offset, n_el))
             offset += n_el
             for n in names:
@@ -235,16 +282,43 @@ def _parse_case(doc_file: str, suite: str, group: dict[str, Any], test: dict[str
         id=tid, suite=suite, file=doc_file, comment=test.get("comment", ""),
         flags=tuple(test.get("flags", ())), result=test.get("result", "must-match"), case=case,
         tolerance={k: float(v) for k, v in group["tolerance"].items()}, expected=expected, layout=tuple(layout),
+        verified=verified,
     )
 
 
-def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
+# Size limits on untrusted input (spec/vector-format.md#limits): the bundled files are far below.
+MAX_VECTOR_FILE_BYTES = 256 * 1024 * 1024
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; InvalidVector (one line, naming
+    the file) for anything else: a folder, a device or FIFO (which could block or never end), a
+    larger file, an unreadable one."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InvalidVector(f"{path}: cannot read {what}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise InvalidVector(f"{path}: {kind}; {what} must be a regular file")
+    if st.st_size > limit:
+        raise InvalidVector(f"{path}: {st.st_size} bytes, more than the {limit} bytes {what} may have")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise InvalidVector(f"{path}: cannot read {what}: {e.strerror}") from None
+    if len(data) > limit:
+        raise InvalidVector(f"{path}: more than the {limit} bytes {what} may have")
+    return data
+
+
+def load_file(path: Path, validate: bool = True, verified: bool = True) -> list[VectorCase]:
     """Parse one vector file. Raises InvalidVector naming the file and field on any problem."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidVector(f"{name}: cannot read: {e.strerror}") from None
+        text = read_bounded(path, MAX_VECTOR_FILE_BYTES, "a vector file").decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidVector(f"{name}: not UTF-8 text (byte {e.start}); restore the file or "
                             "regenerate the vectors") from None
@@ -256,9 +330,11 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
     except RecursionError:
         raise InvalidVector(f"{name}: JSON nested too deeply; restore the file or regenerate the "
                             "vectors") from None
+    except ValueError as e:  # e.g. an integer literal longer than Python converts
+        raise InvalidVector(f"{name}: not valid JSON ({' '.join(str(e).split())[:200]})") from None
     if validate:
         version = doc.get("formatVersion") if isinstance(doc, dict) else None
-        if version not in FORMAT_VERSIONS:
+        if type(version) is not int or version not in FORMAT_VERSIONS:  # true == 1 in Python
             raise InvalidVector(f"{name}: formatVersion = {version!r}; this version of "
                                 f"adabelief-conformance reads formats {list(FORMAT_VERSIONS)}")
         check_schema, schema_error = _validator(version)
@@ -271,7 +347,7 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
     cases = []
     for group in doc["testGroups"]:
         for test in group["tests"]:
-            cases.append(_parse_case(name, suite, group, test))
+            cases.append(_parse_case(name, suite, group, test, verified))
     if doc.get("numberOfTests") != len(cases):
         raise InvalidVector(f"{name}: numberOfTests = {doc.get('numberOfTests')!r} but the file holds "
                             f"{len(cases)} tests; the file is truncated or edited: restore or regenerate it")
@@ -281,30 +357,61 @@ def load_file(path: Path, validate: bool = True) -> list[VectorCase]:
 def verify_manifest(directory: Path) -> dict[str, Any]:
     """Check every file listed in manifest.json against its sha256; return the manifest."""
     mpath = directory / "manifest.json"
+    if not mpath.exists():
+        raise InvalidVector(f"{mpath}: missing; a vector folder needs its manifest.json")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidVector(f"{mpath}: missing; a vector folder needs its manifest.json") from None
+        manifest = json.loads(read_bounded(mpath, MAX_MANIFEST_BYTES, "a manifest").decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidVector(f"{mpath}: not UTF-8 text; restore the manifest") from None
     except json.JSONDecodeError as e:
         raise InvalidVector(f"{mpath}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:
         raise InvalidVector(f"{mpath}: JSON nested too deeply; restore the manifest") from None
+    except ValueError as e:
+        raise InvalidVector(f"{mpath}: not valid JSON ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(manifest, dict):
         raise InvalidVector(f"{mpath}: expected a JSON object")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise InvalidVector(f"{mpath}: 'files' must map file names to {{sha256, numberOfTests}}")
+    root = directory.resolve()
     for fname, meta in files.items():
+        # The manifest names files in its own folder, nothing else (spec/vector-format.md#limits).
+        if (not fname.endswith(".json") or fname == "manifest.json" or "/" in fname or "\\" in fname
+                or fname.startswith(".") or "\0" in fname):
+            raise InvalidVector(f"{mpath}: file name {fname[:80]!r}: a manifest lists plain *.json "
+                                "names of files in its own folder")
+        if not isinstance(meta, dict):
+            raise InvalidVector(f"{mpath}: files[{fname!r}] must be an object {{sha256, numberOfTests}}")
         fpath = directory / fname
         if not fpath.exists():
             raise InvalidVector(f"{fpath}: listed in manifest.json but missing")
-        digest = hashlib.sha256(fpath.read_bytes()).hexdigest()
+        if fpath.resolve().parent != root:
+            raise InvalidVector(f"{fpath}: a link to a file outside {directory}; a vector folder "
+                                "holds its files")
+        digest = hashlib.sha256(read_bounded(fpath, MAX_VECTOR_FILE_BYTES, "a vector file")).hexdigest()
         if digest != meta.get("sha256"):
             raise InvalidVector(f"{fpath}: sha256 {digest[:16]}… does not match manifest.json "
                                 f"({str(meta.get('sha256'))[:16]}…); the file was modified: restore or regenerate it")
     return manifest
+
+
+def _vouched_for(path: Path) -> bool:
+    """Whether a manifest vouches for a single vector file: the manifest.json beside it lists it
+    with its sha256, or the file is byte for byte one of the bundled files."""
+    try:
+        digest = hashlib.sha256(read_bounded(path, MAX_VECTOR_FILE_BYTES, "a vector file")).hexdigest()
+    except InvalidVector:
+        return False  # load_file reports the problem itself
+    for mdir in (path.parent, bundled_vectors_dir()):
+        try:
+            manifest = json.loads(read_bounded(mdir / "manifest.json", MAX_MANIFEST_BYTES, "a manifest"))
+            listed = {m.get("sha256") for m in manifest["files"].values() if isinstance(m, dict)}
+        except (InvalidVector, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            continue
+        if digest in listed:
+            return True
+    return False
 
 
 def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
@@ -337,7 +444,7 @@ def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
                                             "restore or regenerate the vectors")
                 cases.extend(loaded)
         elif target.exists():
-            cases.extend(load_file(target, validate))
+            cases.extend(load_file(target, validate, verified=_vouched_for(target)))
         else:
             raise InvalidVector(f"{target}: no such file or folder")
     seen: dict[str, str] = {}

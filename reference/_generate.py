@@ -321,13 +321,22 @@ def _recorded_mpmath(out: Path) -> str | None:
 
 
 def default_out_dir() -> Path:
-    """The repository's vectors/ folder (next to reference/)."""
-    return Path(__file__).resolve().parent.parent / "vectors"
+    """The folder the installed package reads its bundled vectors from (the package
+    ``adabelief_vectors``): the repository's vectors/ in an editable install, the installed copy
+    otherwise, so that ``generate --check`` checks, and ``generate`` rewrites, the files that
+    ``check`` reads."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("adabelief_vectors")))
+    except ModuleNotFoundError:  # running from a source tree without installing
+        return Path(__file__).resolve().parent.parent / "vectors"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="adabelief-generate", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the repo's vectors/)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the bundled vectors the package reads: the repo's "
+                         "vectors/ in an editable install)")
     ap.add_argument("--check", action="store_true", help="verify the files regenerate byte for byte")
     ap.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     ap.add_argument("--no-progress", action="store_true")

@@ -86,8 +86,9 @@ def test_unsupported_profile_or_dtype_is_a_usage_error() -> None:
 
 def test_vector_document_round_trips(tmp_path) -> None:
     case = CaseInputs("mxnet", "float16-mp", DEFAULT_HYPERPARAMETERS,
-                      (ParamInput((0.5, -0.0), (0.0, 1e-3), (0.0, 1e-6), t=4),),
-                      (StepInput(((0.25, float("inf")),)), StepInput(((1e-7, 0.0),), 0.0)))
+                      # inputs are values of their formats (float32 state, float16 gradients)
+                      (ParamInput((0.5, -0.0), (0.0, 2.0**-10), (0.0, 2.0**-20), t=4),),
+                      (StepInput(((0.25, float("inf")),)), StepInput(((2.0**-23, 0.0),), 0.0)))
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(vector_document(case, "a comment")))
     (vc,) = load_vectors([path])
