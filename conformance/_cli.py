@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -648,6 +649,7 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _terminate_as_interrupt()
     try:
         return int(args.handler(args))
     except ConformanceError as exc:
@@ -662,6 +664,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (a CI job cancelled, `timeout`) ends a run as Ctrl-C does: the cases that ran are
+    reported, marked incomplete, exit status 130. Only in the main thread of the main program."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupt)
+    except (ValueError, OSError):
+        return None
 
 
 if __name__ == "__main__":

@@ -262,3 +262,33 @@ def test_a_non_editable_install_checks_and_regenerates_its_own_vectors(tmp_path)
     assert Path(out) == target / "adabelief_vectors"
     r = cli("check", "numpy", "--suite", "defaults", "--no-progress", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_terminated_run_writes_its_reports_too(tmp_path) -> None:
+    """SIGTERM (a cancelled CI job) ends a run as Ctrl-C does."""
+    (tmp_path / "terminates.py").write_text(textwrap.dedent("""
+        import os, signal
+        from adabelief_conformance._targets import resolve_target
+        class Impl:
+            name, version, profiles, dtypes = "terminates", "1", {"mxnet"}, {"float32"}
+            def __init__(self):
+                self.inner, self.n = resolve_target("numpy"), 0
+            def run(self, request):
+                self.n += 1
+                if self.n == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return self.inner.run(request)
+        """))
+    r = cli("check", "terminates:Impl", "--suite", "defaults", "--no-progress",
+            "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert r.returncode == 130
+    assert json.loads((tmp_path / "r.json").read_text())["incomplete"].startswith("interrupted after 2 of")
+
+
+def test_suite_selection_with_expectations_warns_only_about_its_own_suites(tmp_path) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text('format = 1\n[[deviation]]\nid = "clipping-*"\nreason = "other suite"\n'
+                    '[[deviation]]\nid = "cliping-*"\nreason = "a typo"\n')
+    r = cli("check", "numpy", "--suite", "defaults", "--expectations", str(path), "--no-progress", "-q")
+    assert r.returncode == 0
+    assert "clipping-*" not in r.stdout and "'cliping-*') matches no case" in r.stdout
