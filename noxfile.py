@@ -23,7 +23,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff>=0.4")
-    session.run("ruff", "check", "spec", "reference", "conformance", "tests", "examples", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "spec", "reference", "conformance", "tests", "examples", "noxfile.py",
+                "scripts/gpu-check", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -61,12 +62,14 @@ def bench(session: nox.Session) -> None:
     session.run("adabelief-conformance", "bench", *session.posargs)
 
 
-@nox.session(python=PYTHON, default=False)
+@nox.session(venv_backend="none", default=False)
 def gpu(session: nox.Session) -> None:
-    """GPU checks (needs a CUDA device): conformance of the CuPy backend and the gpu tests."""
-    session.install("-e", ".[dev,cupy]")
-    session.run("pytest", "-m", "gpu", *session.posargs)
-    session.run("adabelief-conformance", "check", "cupy")
+    """GPU checks on a CUDA machine, installing nothing from the network: scripts/gpu-check
+    (the gpu tests, `check cupy`, bit identity with the host build, the benchmark). Give the
+    output folder after `--`; `-- OUT --quick` for the short run. Run `scripts/gpu-check
+    --prepare` on a networked machine first and carry .whl/ along."""
+    args = session.posargs or ["gpu-check-out"]
+    session.run("python3", "scripts/gpu-check", *args, external=True)
 
 
 @nox.session(python=PYTHON, default=False)

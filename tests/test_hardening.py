@@ -135,9 +135,14 @@ def test_an_interrupt_still_writes_every_report_marked_incomplete(tmp_path) -> N
                 return self.inner.run(request)
         """))
     reports = {k: tmp_path / f"r.{k}" for k in ("json", "xml", "md")}
-    r = cli("check", "interrupts:Impl", "--suite", "defaults,clipping", "--no-progress",
-            "--json", str(reports["json"]), "--junit", str(reports["xml"]),
-            "--markdown", str(reports["md"]), cwd=tmp_path)
+    args = ["check", "interrupts:Impl", "--suite", "defaults,clipping", "--no-progress",
+            "--json", str(reports["json"]), "--junit", str(reports["xml"]), "--markdown", str(reports["md"])]
+    # A shell without job control starts background jobs with SIGINT ignored (CI does): give
+    # the run Python's usual Ctrl-C handling, as an interactive terminal does.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from adabelief_conformance._cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
     assert r.returncode == 130, r.stderr[-1500:]
     doc = json.loads(reports["json"].read_text())
     assert doc["incomplete"].startswith("interrupted after 4 of ") and doc["exitCode"] == 130
