@@ -18,6 +18,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -309,8 +310,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--max-failures and --show must be >= 0, --jobs >= 1")
     _check_writable((("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown),
                      ("--write-expectations", args.write_expectations)))
+    t_load = time.perf_counter()
     expectations = load_expectations(args.expectations) if args.expectations else None
     cases, selected, sel = _load_selection(args)
+    load_seconds = time.perf_counter() - t_load
     if expectations is not None:
         expectations = expectations.with_known(cases, suites_only=bool(args.suite))
     impl = _resolve(args)
@@ -327,6 +330,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         _close(impl)
     from ._targets import describe_target
 
+    report.load_seconds = load_seconds
     report.target = describe_target(args.target, args.cmd)
     report.rerun_args = tuple(_rerun_args(args))
     report.vectors = tuple(str(v) for v in args.vectors or ())

@@ -230,7 +230,10 @@ def verdict(report: RunReport) -> str:
     if report.stale_entries:
         parts.append(f"{len(report.stale_entries)} stale expectation entries")
     rate = report.throughput
-    speed = f", {rate:.3g} elements/s" if math.isfinite(rate) else ""
+    speed = f", {rate:.3g} elements/s compared" if math.isfinite(rate) else ""
+    if report.load_seconds > 0 and math.isfinite(report.end_to_end_throughput):
+        speed += (f"; end to end {report.end_to_end_seconds:.2f} s with loading, "
+                  f"{report.end_to_end_throughput:.3g} elements/s")
     head = f"INCOMPLETE ({report.incomplete})" if report.incomplete else \
         "CONFORMING" if ok else "NOT CONFORMING"
     return (f"{head}: {impl.name} {impl.version}: {', '.join(parts)} "
@@ -341,6 +344,9 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "elapsedSeconds": report.elapsed,
         "compareSeconds": report.compare_seconds,
         "elementsPerSecond": rate if math.isfinite(rate) else None,
+        "loadSeconds": report.load_seconds,
+        "endToEndElementsPerSecond": (report.end_to_end_throughput
+                                      if math.isfinite(report.end_to_end_throughput) else None),
         "totals": _suite_json(t),
         "suites": [_suite_json(s) for s in sorted(report.suites.values(), key=lambda s: s.name)],
         "expectations": {
