@@ -156,6 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "./fuzz-PROFILE-DTYPE-seedSEED.json; an existing file is replaced)")
     f.set_defaults(handler=_cmd_fuzz)
 
+    cp = sub.add_parser(
+        "campaign", help="certify over many random cases against the live reference, on every core or Dask",
+        description="Run a certification campaign: random cases (profile/dtype pairs round-robin) "
+                    "checked against the live exact reference, deterministic per seed and shard "
+                    "whatever the number of workers. Failing cases are shrunk to one element and "
+                    "written as vector files that `check --vectors FILE` reruns.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_target(cp)
+    cp.add_argument("--elements", type=int, required=True, metavar="N", help="element-steps to check")
+    cp.add_argument("--seed", type=int, default=0, metavar="S")
+    cp.add_argument("--profile", action="append", metavar="NAME",
+                    help="profiles (default: all the target declares); repeatable, comma-separated")
+    cp.add_argument("--dtype", action="append", metavar="NAME", help="dtypes (default: all it declares)")
+    cp.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)")
+    cp.add_argument("--shard", default="0/1", metavar="i/n", help="run the i-th of n shards (CI matrices)")
+    cp.add_argument("--dask", metavar="ADDRESS",
+                    help="run on a Dask cluster: a scheduler address, or 'local' for a LocalCluster "
+                         "of --jobs worker processes (pip install 'adabelief-conformance[dask]')")
+    cp.add_argument("--batch-elements", type=int, default=64, metavar="N",
+                    help="element-steps per random case (default 64)")
+    cp.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                    help="folder for the shrunk counterexamples (default: the working directory)")
+    cp.add_argument("--json", type=Path, metavar="FILE")
+    cp.add_argument("--junit", type=Path, metavar="FILE")
+    cp.add_argument("--markdown", type=Path, metavar="FILE")
+    cp.add_argument("--no-progress", action="store_true")
+    cp.set_defaults(handler=_cmd_campaign)
+
     b = sub.add_parser("bench", help="throughput of the bundled backends",
                        description="Measure the throughput of the bundled backends.")
     b.add_argument("--sizes", metavar="N,N,...", help="element counts, comma-separated")
@@ -407,6 +435,53 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     print(mod.format_diagnosis(rows))
     # The exit status of `check`: 0 when the implementation conforms on the selection.
     return 0 if rows.failing == 0 and rows.errored == 0 else 1
+
+
+def _cmd_campaign(args: argparse.Namespace) -> int:
+    from . import _campaign as C
+
+    _check_writable((("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown)))
+    shard = C.parse_shard(args.shard)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    if args.batch_elements < 1:
+        raise UsageError("--batch-elements must be >= 1")
+    if args.isolate or args.timeout is not None or args.validate_protocol:
+        raise UsageError("campaign runs TARGET (or --cmd) in each worker; --isolate, --timeout and "
+                         "--validate-protocol are options of check")
+    if (args.cmd is None) == (args.target is None):
+        raise UsageError("give a TARGET or --cmd COMMAND (see --help)")
+    impl = C._target(args.target, args.cmd)
+    profiles = _split(args.profile) or sorted(impl.profiles)
+    dtypes = _split(args.dtype) or sorted(impl.dtypes)
+    for p in profiles:
+        if p not in _profiles():
+            raise UsageError(f"--profile {p}: unknown; expected one of {', '.join(_profiles())}")
+    for d in dtypes:
+        if d not in _dtypes():
+            raise UsageError(f"--dtype {d}: unknown; expected one of {', '.join(_dtypes())}")
+    pairs = [(p, d) for p in profiles for d in dtypes if p in impl.profiles and d in impl.dtypes]
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    show = not args.no_progress and sys.stderr.isatty()
+    with Progress(TextColumn("campaign"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), disable=not show, transient=True) as bar:
+        task = bar.add_task("campaign", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, elements: int) -> None:
+            rate = elements / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} element-steps/s")
+
+        report = C.run_campaign(args.target, args.cmd, elements=args.elements, seed=args.seed,
+                                pairs=pairs, shard=shard, jobs=args.jobs, dask=args.dask,
+                                batch_elements=args.batch_elements, out_dir=args.out, progress=progress)
+    for path, write in ((args.json, C.write_json), (args.junit, C.write_junit),
+                        (args.markdown, C.write_markdown)):
+        if path is not None:
+            write(report, path)
+    print("\n".join(C.summary_lines(report)))
+    return report.exit_code
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
