@@ -431,3 +431,27 @@ def test_device_compile_reports_skip_without_nvcc(monkeypatch: pytest.MonkeyPatc
     results = check_device_compile(("sm_80", "sm_90"))
     assert [r.status for r in results.values()] == ["skipped", "skipped"]
     assert "nvcc not found" in results["sm_80"].detail
+
+
+@pytest.mark.parametrize("rectify", [False, True])
+@pytest.mark.parametrize("correct_bias", [True, False])
+def test_scalars_computed_ahead_are_those_of_one_step(rectify, correct_bias) -> None:
+    """FlatPlan computes the scalars of 32 steps in one pass (issue 9 item 4): every row must be
+    bit for bit what a single step computes, across the refills and with skipped steps."""
+    profile = "adabelief-pytorch" if rectify else "mxnet"
+    hp = Hyperparameters(learning_rate=0.003, correct_bias=correct_bias, wd=0.01,
+                         **({"rectify": True, "degenerated_to_sgd": False, "weight_decouple": True}
+                            if rectify else {}))
+    plan = FlatPlan([3, 0, 5], "float32", profile, hp, [1.0, 0.5, 2.0], [1.0, 0.0, 3.0], [0, 7, 2**31])
+    for k in range(75):
+        t_before = plan.t.copy()
+        sc = plan.advance(0.0 if k % 11 == 5 else None)
+        one = plan._scalars((t_before + 1)[None, :])
+        if sc is None:
+            continue
+        assert sc.eta.flags.c_contiguous and same_bits(sc.eta, one[0][0])
+        for got, want in ((sc.root_scale, one[1]), (sc.mode, one[2])):
+            assert (got is None) == (want is None)
+            if got is not None and want is not None:
+                assert got.flags.c_contiguous
+                assert same_bits(got, want[0]) if got.dtype.itemsize > 1 else (got == want[0]).all()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -123,6 +124,11 @@ _ABI_VERSION = 1  # ab_host_abi_version() in adabelief_host.c
 
 # ----- the host side of a step ------------------------------------------------------------------
 
+# Steps whose scalars (bias corrections, eta, rectification) one pass of NumPy computes ahead:
+# the per-call overhead of a dozen small NumPy operations is paid once per _AHEAD steps.
+_AHEAD = 32
+
+
 @dataclass(frozen=True)
 class StepScalars:
     """One step's launch arguments, every float rounded to the compute dtype."""
@@ -212,6 +218,10 @@ class FlatPlan:
         self._rect_before = prof.rectification.endswith("before-bias-correction")
         self.amsgrad = hp.amsgrad  # the NumPy backend keeps a running maximum of s
         self.amsgrad_rectified_on_s = prof.amsgrad == "max-of-s-unrectified"
+        self._hyper_cache: tuple[float, tuple[np.floating[Any], ...]] | None = None
+        self._ahead_row = _AHEAD  # the next row of self._ahead to use; _AHEAD: none computed
+        self._ahead: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] = (
+            np.zeros((0, n)), None, None)
 
     @classmethod
     def from_request(cls, request: RunRequest) -> FlatPlan:
@@ -238,41 +248,65 @@ class FlatPlan:
 
     def skips(self, rescale_grad: float) -> bool:
         """The skip rule: rescale_grad 0 or non-finite leaves w, m, s untouched (mxnet)."""
-        return self._skip_rule and (rescale_grad == 0 or not np.isfinite(rescale_grad))
+        return self._skip_rule and (rescale_grad == 0 or not math.isfinite(rescale_grad))
+
+    def hyper(self, rescale_grad: float) -> tuple[np.floating[Any], ...]:
+        """(rescale, beta1, 1-beta1, beta2, 1-beta2, epsilon, clip) in the compute dtype; the
+        last one is cached, since rescale_grad rarely changes between steps."""
+        cached = self._hyper_cache
+        if cached is not None and cached[0] == rescale_grad and not math.isnan(rescale_grad):
+            return cached[1]
+        hyper = (self._to_compute(rescale_grad), *self._hyper_tail)
+        self._hyper_cache = (rescale_grad, hyper)
+        return hyper
 
     def advance(self, rescale_grad: float | None = None) -> StepScalars | None:
         """Count one update on every tensor; return the step's scalars, or None to skip it."""
         r = self.hyperparameters.rescale_grad if rescale_grad is None else float(rescale_grad)
         self.t += 1  # even when the step is skipped, as MXNet does
+        k = self._ahead_row
+        if k >= _AHEAD:  # the per-step scalars of the next _AHEAD steps, in one pass
+            self._ahead = self._scalars(self.t[None, :] + np.arange(_AHEAD, dtype=np.int64)[:, None])
+            k = 0
+        self._ahead_row = k + 1
         if self.skips(r):
             return None
+        eta, root_scale, mode = self._ahead
+        return StepScalars(eta[k], self.hyper(r), self.flags, None if root_scale is None else root_scale[k],
+                           self._eps_state, self._transient, None if mode is None else mode[k])
+
+    def _scalars(self, t_int: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """eta, root_scale and mode (module doc) for update counts ``t_int`` (any shape whose last
+        axis is the tensors): every element computed exactly as for a single step."""
         root_scale = None
         with np.errstate(all="ignore"):
+            lr = np.ascontiguousarray(np.broadcast_to(self._lr, t_int.shape))
             if self.hyperparameters.correct_bias:
-                t = self.t.astype(np.float64)
+                t = t_int.astype(np.float64)
                 bc1 = 1.0 - np.power(self._beta1, t)
                 bc2 = 1.0 - np.power(self._beta2, t)
                 if self._after_bc:  # (lr_i/bc1) * m / (sqrt(s)/sqrt(bc2) + eps)
-                    eta64 = self._lr / bc1
+                    eta64 = lr / bc1
                     root_scale = np.sqrt(bc2).astype(self.compute_dtype)
                 else:
-                    eta64 = self._lr * (np.sqrt(bc2) / bc1)
+                    eta64 = lr * (np.sqrt(bc2) / bc1)
             else:
-                eta64 = self._lr
+                eta64 = lr
             mode = None
             if self._rectify:
-                eta64, root_scale, mode = self._rectified(eta64, root_scale)
-            eta = eta64.astype(self.compute_dtype)
-        return StepScalars(eta, (self._to_compute(r), *self._hyper_tail), self.flags, root_scale,
-                           self._eps_state, self._transient, mode)
+                eta64, root_scale, mode = self._rectified(t_int, eta64, root_scale)
+            eta = np.ascontiguousarray(eta64, dtype=self.compute_dtype)
+        # rows are handed to C and kernels by pointer: each must be contiguous
+        return (eta, None if root_scale is None else np.ascontiguousarray(root_scale),
+                None if mode is None else np.ascontiguousarray(mode))
 
-    def _rectified(self, eta64: np.ndarray, root_scale: np.ndarray | None
+    def _rectified(self, t_int: np.ndarray, eta64: np.ndarray, root_scale: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per tensor: RAdam's SMA length N_t (binary64, as the PyTorch libraries compute it)
         decides between the rectified step (eta times rho; the rectified branch's epsilon
         placement through root_scale, 1 for epsilon before the bias correction, exact), the SGD
         step (lr_i/bc1)*m and no step."""
-        t = self.t.astype(np.float64)
+        t = t_int.astype(np.float64)
         b2 = self._beta2
         n_inf = 2.0 / (1.0 - b2) - 1.0
         p = np.power(b2, t)

@@ -237,6 +237,8 @@ class NumbaFlatStepper:
             with np.errstate(over="ignore"):  # overflow to inf is the right result
                 self.w16 = self.w.astype(np.float16)  # rounds to nearest even, as the kernel
         self._chunk_tensor, self._chunk_start = plan.chunks(CHUNK)
+        self._hyper_of: tuple[Any, ...] | None = None
+        self._h = np.zeros(0, dtype=plan.compute_dtype)
 
     def step(self, g: Any, rescale_grad: float | None = None) -> bool:
         plan = self.plan
@@ -244,7 +246,9 @@ class NumbaFlatStepper:
         if sc is None:
             return False
         gf = _flat_array(g, plan.storage_dtype, plan.n_elements, "g")
-        h = np.array(sc.hyper, dtype=plan.compute_dtype)
+        if sc.hyper is not self._hyper_of:  # a new rescale_grad: the plan caches the tuple
+            self._hyper_of, self._h = sc.hyper, np.array(sc.hyper, dtype=plan.compute_dtype)
+        h = self._h
         common = (self._chunk_tensor, self._chunk_start, plan.offsets, sc.eta, plan.wd, h,
                   sc.flags, CHUNK)
         if self.w16 is not None:
