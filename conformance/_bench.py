@@ -103,6 +103,7 @@ class BenchProblem:
     s: np.ndarray
     g: np.ndarray
     hyperparameters: Hyperparameters = DEFAULT_HYPERPARAMETERS
+    wd_mults: tuple[float, ...] | None = None  # per tensor (None: all 1)
 
     @property
     def n_elements(self) -> int:
@@ -110,7 +111,7 @@ class BenchProblem:
 
     def plan(self) -> FlatPlan:
         """A fresh plan: float32, profile mxnet, all parameters at t = 0."""
-        return FlatPlan(self.sizes, "float32", "mxnet", self.hyperparameters)
+        return FlatPlan(self.sizes, "float32", "mxnet", self.hyperparameters, wd_mults=self.wd_mults)
 
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Private copies of w, m, s for one backend (the gradient ``g`` is shared, read only)."""
@@ -124,7 +125,7 @@ StepFactory = Callable[[BenchProblem], Callable[[], object]]
 
 
 def make_problem(name: str, sizes: Sequence[int], hp: Hyperparameters = DEFAULT_HYPERPARAMETERS,
-                 seed: int = 0) -> BenchProblem:
+                 seed: int = 0, wd_mults: Sequence[float] | None = None) -> BenchProblem:
     n = int(sum(sizes))
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(n, dtype=np.float32)
@@ -133,7 +134,8 @@ def make_problem(name: str, sizes: Sequence[int], hp: Hyperparameters = DEFAULT_
     s = rng.random(n, dtype=np.float32)
     s *= np.float32(1e-4)
     g = rng.standard_normal(n, dtype=np.float32)
-    return BenchProblem(name, tuple(int(x) for x in sizes), w, m, s, g, hp)
+    return BenchProblem(name, tuple(int(x) for x in sizes), w, m, s, g, hp,
+                        None if wd_mults is None else tuple(float(x) for x in wd_mults))
 
 
 # ----- the backends ------------------------------------------------------------------------------
@@ -153,7 +155,8 @@ def probe_factory(p: BenchProblem) -> Callable[[], object]:
 def naive_factory(p: BenchProblem) -> Callable[[], object]:
     w, m, s = p.state()
     bounds = list(itertools.pairwise(np.concatenate(([0], np.cumsum(p.sizes))).tolist()))
-    params = [NaiveParam(w[a:b], m[a:b], s[a:b]) for a, b in bounds]
+    mults = p.wd_mults or (1.0,) * len(bounds)
+    params = [NaiveParam(w[a:b], m[a:b], s[a:b], wd_mult=k) for (a, b), k in zip(bounds, mults)]
     grads = [p.g[a:b] for a, b in bounds]
     hp = p.hyperparameters
     return lambda: naive_step(params, grads, hp)
@@ -463,17 +466,21 @@ def run_bench(
             raise ValueError(f"backend name {name!r} is taken")
         factories[name] = f
 
-    problems: list[tuple[str, tuple[int, ...]]] = [(_size_name(n), (int(n),)) for n in sizes]
+    problems: list[tuple[str, tuple[int, ...], tuple[float, ...] | None]] = [
+        (_size_name(n), (int(n),), None) for n in sizes]
     if resnet50:
         rn = [math.prod(sh) for sh in RESNET50_SHAPES]
         if quick:  # same 161 tensors, 1000x fewer elements
-            problems.append(("resnet50/1000", tuple(max(1, n // 1000) for n in rn)))
+            problems.append(("resnet50/1000", tuple(max(1, n // 1000) for n in rn), None))
         else:
-            problems.append(("resnet50", tuple(rn)))
+            problems.append(("resnet50", tuple(rn), None))
+            # Per-tensor multipliers that differ between neighbours (weights decay, biases and
+            # normalisation parameters do not): the same step cost is the goal.
+            problems.append(("1e4 tensors, wd_mult 1/0", (100,) * 10_000, (1.0, 0.0) * 5_000))
 
     results = []
-    for pname, psizes in problems:
-        problem = make_problem(pname, psizes, hyperparameters)
+    for pname, psizes, wd_mults in problems:
+        problem = make_problem(pname, psizes, hyperparameters, wd_mults=wd_mults)
         steps: dict[str, Callable[[], object]] = {}
         for name, factory in factories.items():
             try:

@@ -3,6 +3,7 @@ cases, the flat-buffer API, and a step that allocates nothing."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import tracemalloc
 from collections.abc import Sequence
@@ -291,3 +292,49 @@ def test_bad_gradient_shape_is_a_usage_error() -> None:
         opt.step(np.zeros(3, np.float32))
     with pytest.raises(UsageError):
         FusedAdaBelief([3], chunk_size=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16-mp"])
+@pytest.mark.parametrize("profile, switches", [("mxnet", {}), ("mxnet-doc", {}),
+                                               ("adabelief-pytorch", {"weight_decouple": True}),
+                                               ("optax", {})])
+def test_mixed_chunks_compute_what_each_tensor_alone_computes(dtype, profile, switches) -> None:
+    """Many small tensors whose lr_mult and wd_mult alternate are processed in mixed chunks with
+    per-element scalars (issue 9 item 4); every bit must be what the tensor gets on its own,
+    including wd 0 next to non-finite weights and -0 gradients."""
+    from adabelief_conformance.backends._native import FlatPlan
+    from adabelief_conformance.backends._numpy import FusedAdaBelief
+
+    rng = np.random.default_rng(11)
+    sizes = [int(x) for x in rng.integers(1, 40, 120)]
+    lr_m = [1.0, 0.5, 2.0] * 40
+    wd_m = [1.0, 0.0] * 60
+    hp = Hyperparameters(wd=0.01, clip_gradient=0.7, **switches)
+    storage, master, compute = (np.dtype(x) for x in
+                                {"float32": ("f4", "f4", "f4"), "float64": ("f8", "f8", "f8"),
+                                 "float16-mp": ("f2", "f4", "f4")}[dtype])
+    n = sum(sizes)
+    w = rng.standard_normal(n).astype(master)
+    w[::17] = np.inf
+    w[5::23] = np.nan
+    m = (rng.standard_normal(n) * 0.1).astype(compute)
+    s = np.abs(rng.standard_normal(n) * 0.01).astype(compute)
+    grads = [rng.standard_normal(n).astype(storage) for _ in range(3)]
+    for g in grads:
+        g[::13] = -0.0
+    plan = FlatPlan(sizes, dtype, profile, hp, lr_m, wd_m)
+    many = FusedAdaBelief.from_plan(plan, w.copy(), m.copy(), s.copy(), 256)
+    for g in grads:
+        many.step(g)
+    assert many._layout and many._layout[0].run < 0  # the mixed path ran
+    off = np.concatenate(([0], np.cumsum(sizes)))
+    for i, (a, b) in enumerate(itertools.pairwise(off.tolist())):
+        one_plan = FlatPlan([sizes[i]], dtype, profile, hp, [lr_m[i]], [wd_m[i]])
+        one = FusedAdaBelief.from_plan(one_plan, w[a:b].copy(), m[a:b].copy(), s[a:b].copy(), 256)
+        for g in grads:
+            one.step(g[a:b].copy())
+        for got, want in ((many.w[a:b], one.w), (many.m[a:b], one.m), (many.s[a:b], one.s)):
+            assert np.array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}")) or \
+                np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(
+                    np.where(np.isnan(got), 0, got).view(f"u{got.itemsize}"),
+                    np.where(np.isnan(want), 0, want).view(f"u{want.itemsize}")), f"tensor {i}"

@@ -199,6 +199,14 @@ class FusedAdaBelief:
         self._layout_key: bytes | None = None
         self._layout: list[_Chunk] = []
         self._firsts = np.zeros(0, np.intp)
+        # Mixed chunks (run = -1): chunks that ignore the runs and span many tensors, each with
+        # per-element eta, wd, decay factor and root scale (spread from the tensors' values with
+        # np.repeat). Used when the runs would cut the buffers into many more chunks than these:
+        # tensors whose lr_mult or wd_mult alternate (no decay on biases) would otherwise cost a
+        # dozen ufunc calls per tensor. Per element the arithmetic is the same.
+        self._mixed: list[_Chunk] | None = None
+        self._mixed_tensors: list[tuple[int, int, np.ndarray]] = []  # per chunk: tensors, lengths
+        self._mixed_static: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
 
     # ----- views ---------------------------------------------------------------------------
 
@@ -251,9 +259,40 @@ class FusedAdaBelief:
         if key != self._layout_key:
             self._layout_key = key
             self._firsts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
-            self._layout = self._build_layout(self._firsts)
+            runs = len(self._firsts)
+            mixed_chunks = -(-int(self._stops[-1] - self._starts[0]) // self.chunk_size)
+            self._layout = (self._mixed_layout() if md is None and runs > 2 * mixed_chunks + 8
+                            else self._build_layout(self._firsts))
+        if self._layout and self._layout[0].run < 0:  # mixed chunks: the values per tensor
+            return self._layout, e, self._wd, rs, None
         return (self._layout, e[self._firsts], self._wd[self._firsts],
                 None if rs is None else rs[self._firsts], None if md is None else md[self._firsts])
+
+    def _mixed_layout(self) -> list[_Chunk]:
+        """Chunks of chunk_size elements over all non-empty tensors (module doc of _setup)."""
+        if self._mixed is not None:
+            return self._mixed
+        c = self.chunk_size
+        starts, stops = self._starts, self._stops
+        layout: list[_Chunk] = []
+        for a in range(int(starts[0]), int(stops[-1]), c):
+            b = min(a + c, int(stops[-1]))
+            k = b - a
+            # the non-empty tensors overlapping [a, b) and how many of their elements fall in it
+            lo = int(np.searchsorted(stops, a, side="right"))
+            hi = int(np.searchsorted(starts, b, side="left"))
+            lens = np.minimum(stops[lo:hi], b) - np.maximum(starts[lo:hi], a)
+            self._mixed_tensors.append((lo, hi, lens))
+            wd_el = np.repeat(self._wd[lo:hi], lens)
+            keep_el = None if self._keep is None else np.repeat(self._keep[lo:hi], lens)
+            zero_el = (wd_el == 0) if (wd_el == 0).any() else None
+            self._mixed_static.append((wd_el, keep_el, zero_el))
+            layout.append(_Chunk(a, b, -1 - len(layout), self.w[a:b], self.m[a:b], self.s[a:b],
+                                 None if self.w16 is None else self.w16[a:b],
+                                 self._gbuf[:k], self._xbuf[:k], self._ibuf[:k], self._fbuf[:k],
+                                 None if self.s_max is None else self.s_max[a:b]))
+        self._mixed = layout
+        return layout
 
     def _build_layout(self, firsts: np.ndarray) -> list[_Chunk]:
         lasts = np.concatenate((firsts[1:], [len(self._nonempty)])) - 1
@@ -281,17 +320,18 @@ class FusedAdaBelief:
         if sc is None:
             return False
         chunks, etas, wds, roots, modes = self._chunks(sc.eta, sc.root_scale, sc.mode)
-        mode_of = [0] * len(etas) if modes is None else modes.tolist()
+        runs = 0 if chunks and chunks[0].run < 0 else len(etas)  # mixed chunks: no per-run values
+        mode_of = [0] * runs if modes is None else modes.tolist()
         # 0-d arrays rather than NumPy scalars: a ufunc takes them a little faster.
         cd = plan.compute_dtype
         rescale, b1, _, b2, _, eps, clip = (np.array(v, cd) for v in sc.hyper)
         eps_s = eps if sc.eps_state is None else np.array(sc.eps_state, cd)
         lo = np.negative(clip)
-        eta_0d = [etas[i, ...] for i in range(len(etas))]
-        root_0d = None if roots is None else [roots[i, ...] for i in range(len(roots))]
-        keep_0d = None if self._keep is None else [self._keep[i, ...] for i in self._firsts.tolist()]
-        wd_0d = [wds[i, ...] for i in range(len(wds))]
-        wd_zero = (wds == 0).tolist()
+        eta_0d = [etas[i, ...] for i in range(runs)]
+        root_0d = None if roots is None else [roots[i, ...] for i in range(runs)]
+        keep_0d = None if self._keep is None else [self._keep[i, ...] for i in self._firsts.tolist()[:runs]]
+        wd_0d = [wds[i, ...] for i in range(runs)]
+        wd_zero = (wds[:runs] == 0).tolist()
         coupled = self._keep is None  # decoupled decay: no term in the gradient at all
         scale = rescale != 1  # rescale 1 changes nothing, not even a NaN or a -0
         clip_first = bool(sc.flags & FLAG_CLIP and sc.flags & FLAG_WD_AFTER_CLIP)
@@ -299,6 +339,18 @@ class FusedAdaBelief:
         sub, mul, add, div, sqrt = np.subtract, np.multiply, np.add, np.divide, np.sqrt
         with np.errstate(all="ignore"):  # inf and NaN are results here, not errors
             for a, b, run, w, m, s, w16, gb, x, ib, fin, smax in chunks:
+                zero_el = None
+                if run < 0:  # a mixed chunk: per-element values (see _mixed_layout)
+                    first, last, lens = self._mixed_tensors[-1 - run]
+                    wd_c, keep_c, zero_el = self._mixed_static[-1 - run]
+                    eta_c: Any = np.repeat(etas[first:last], lens)
+                    root_c: Any = None if roots is None else np.repeat(roots[first:last], lens)
+                    wd_skip, mode = False, 0
+                else:
+                    eta_c, wd_c = eta_0d[run], wd_0d[run]
+                    keep_c = None if keep_0d is None else keep_0d[run]
+                    root_c = None if root_0d is None else root_0d[run]
+                    wd_skip, mode = wd_zero[run], mode_of[run]
                 # g': in gb, or the caller's gradient itself (read only) when unchanged.
                 if w16 is not None:  # float16 gradient, widened exactly through the table
                     np.copyto(ib, gf[a:b].view(np.uint16))
@@ -318,8 +370,17 @@ class FusedAdaBelief:
                 # then the term is applied literally. The test costs about what the two passes
                 # would, but it also pulls w into the cache for the last pass. (Not np.dot:
                 # BLAS threads make it erratic.)
-                if coupled and (not wd_zero[run] or not np.isfinite(w, out=fin).all()):
-                    mul(w, wd_0d[run], x)
+                if zero_el is not None and coupled:  # some tensors of the chunk have wd 0
+                    # as above, per element: the term is left out where wd == 0 and w is finite
+                    # (adding -0 changes no value, not even the sign of a zero)
+                    mul(w, wd_c, x)
+                    np.isfinite(w, out=fin)
+                    np.logical_and(fin, zero_el, out=fin)
+                    np.copyto(x, _MINUS_ZERO[x.dtype.char], where=fin)
+                    add(g1, x, gb)
+                    g1 = gb
+                elif coupled and (not wd_skip or not np.isfinite(w, out=fin).all()):
+                    mul(w, wd_c, x)
                     add(g1, x, gb)
                     g1 = gb
                 if clip_last:  # mxnet: weight decay, then clip
@@ -339,12 +400,11 @@ class FusedAdaBelief:
                 if smax is not None:  # amsgrad: the root takes the running maximum of s
                     np.maximum(smax, s, out=smax)
                     s_root = s if (sc.mode is not None and plan.amsgrad_rectified_on_s) else smax
-                mode = mode_of[run]
                 if mode:  # rectify below the SMA threshold: an SGD step eta*m, or none
-                    if keep_0d is not None:
-                        mul(w, keep_0d[run], w)
+                    if keep_c is not None:
+                        mul(w, keep_c, w)
                     if mode == 1:
-                        mul(m, eta_0d[run], x)
+                        mul(m, eta_c, x)
                         sub(w, x, w)
                     if w16 is not None:
                         np.copyto(w16, w, casting="same_kind")
@@ -356,13 +416,13 @@ class FusedAdaBelief:
                     sqrt(x, x)
                 else:
                     sqrt(s_root, x)
-                if root_0d is not None:
-                    div(x, root_0d[run], x)
+                if root_c is not None:
+                    div(x, root_c, x)
                 add(x, eps, x)
                 div(m, x, x)
-                mul(x, eta_0d[run], x)
-                if keep_0d is not None:  # decoupled decay: w*(1 - lr_i*wd_i) - step
-                    mul(w, keep_0d[run], w)
+                mul(x, eta_c, x)
+                if keep_c is not None:  # decoupled decay: w*(1 - lr_i*wd_i) - step
+                    mul(w, keep_c, w)
                 sub(w, x, w)
                 if w16 is not None:
                     np.copyto(w16, w, casting="same_kind")  # round to nearest even
@@ -384,6 +444,9 @@ class _Chunk(NamedTuple):
     ib: np.ndarray
     fin: np.ndarray
     s_max: np.ndarray | None
+
+
+_MINUS_ZERO = {np.dtype(t).char: np.dtype(t).type(-0.0) for t in (np.float16, np.float32, np.float64)}
 
 
 def _bits(dtype: np.dtype) -> type[np.unsignedinteger[Any]]:
