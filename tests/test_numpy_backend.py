@@ -335,6 +335,6 @@ def test_mixed_chunks_compute_what_each_tensor_alone_computes(dtype, profile, sw
             one.step(g[a:b].copy())
         for got, want in ((many.w[a:b], one.w), (many.m[a:b], one.m), (many.s[a:b], one.s)):
             assert np.array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}")) or \
-                np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(
+                (np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(
                     np.where(np.isnan(got), 0, got).view(f"u{got.itemsize}"),
-                    np.where(np.isnan(want), 0, want).view(f"u{want.itemsize}")), f"tensor {i}"
+                    np.where(np.isnan(want), 0, want).view(f"u{want.itemsize}"))), f"tensor {i}"
