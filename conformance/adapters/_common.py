@@ -137,6 +137,16 @@ class SwitchSet:
                                    f"{', '.join(SWITCH_NAMES)}")
             self.configuration = dict(configuration)
 
+    @classmethod
+    def of_class(cls, library: str, factory: Callable[..., Any], options: Mapping[str, str | None],
+                 fixed: Mapping[str, bool], configuration: str | Mapping[str, bool]) -> SwitchSet:
+        """The switches of a library whose constructor ``factory`` takes ``options``; its defaults
+        are read from the constructor's signature."""
+        defaults = signature_defaults(factory)
+        return cls(library, options, fixed,
+                   {s: bool(defaults[o]) for s, o in options.items() if o and o in defaults},
+                   configuration)
+
     def label(self) -> str:
         return self.configuration if isinstance(self.configuration, str) else \
             ",".join(f"{k}={v}" for k, v in sorted(self.configuration.items()))

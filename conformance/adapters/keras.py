@@ -35,7 +35,6 @@ from ._common import (
     import_framework,
     inexpressible_inputs,
     resolve_profiles,
-    signature_defaults,
 )
 
 __all__ = ["HYPERPARAMETER_NAMES", "SLOT_NAMES", "KerasOptimizer"]
@@ -79,11 +78,8 @@ class KerasOptimizer:
         qualname = getattr(optimizer_class, "__qualname__", repr(optimizer_class))
         switch_options = {"weight_decouple": None, "fixed_decay": None, "rectify": "rectify",
                           "degenerated_to_sgd": None, "amsgrad": "amsgrad", **(switches or {})}
-        defaults = signature_defaults(optimizer_class)
-        self.switches = SwitchSet(
-            qualname if name is None else name, switch_options, {**FIXED, **(fixed or {})},
-            {s: bool(defaults[o]) for s, o in switch_options.items() if o and o in defaults},
-            configuration)
+        self.switches = SwitchSet.of_class(qualname if name is None else name, optimizer_class,
+                                           switch_options, {**FIXED, **(fixed or {})}, configuration)
         self.options = dict(options or {})
         self.slots = {**SLOT_NAMES, **(slots or {})}
         self.hyper = {**HYPERPARAMETER_NAMES, **(hyperparameter_names or {})}

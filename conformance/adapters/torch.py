@@ -28,7 +28,6 @@ from ._common import (
     import_framework,
     inexpressible_inputs,
     resolve_profiles,
-    signature_defaults,
 )
 
 __all__ = ["STATE_NAMES", "SWITCH_OPTIONS", "TorchOptimizer"]
@@ -67,11 +66,8 @@ class TorchOptimizer:
         self.options = dict(options or {})
         self.state_names = {**STATE_NAMES, **(state_names or {})}
         switch_options = {**SWITCH_OPTIONS, **(switches or {})}
-        defaults = signature_defaults(optimizer_class)
-        self.switches = SwitchSet(
-            qualname if name is None else name, switch_options, fixed or {},
-            {s: bool(defaults[o]) for s, o in switch_options.items() if o and o in defaults},
-            configuration)
+        self.switches = SwitchSet.of_class(qualname if name is None else name, optimizer_class,
+                                           switch_options, fixed or {}, configuration)
         extra = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
         self.name = name or f"{module}.{qualname}[{self.switches.label()}{extra}]"
         self.version = version or f"{distribution_version(module)} (torch {self._torch.__version__})"
