@@ -134,6 +134,7 @@ class BatchResult:
     message: str = ""
     counterexample: str | None = None  # the shrunk case as a vector file (failed batches)
     seconds: float = 0.0
+    fast: bool = False  # judged against the fast reference path rather than mpmath
 
 
 _TARGETS: dict[tuple[str | None, str | None], Any] = {}
@@ -149,11 +150,24 @@ def _target(spec: str | None, cmd: str | None) -> Any:
     return _TARGETS[key]
 
 
-def _vector_case(case: CaseInputs, comment: str) -> tuple[Any, str]:
-    from ._fuzz import _load_document, dumps, vector_document
+def _vector_case(case: CaseInputs, comment: str, fast: bool = False) -> tuple[Any, str, bool]:
+    """The case with its expectations, as a loaded vector case and its file text; with ``fast``,
+    from the fast reference path (reference/_fast.py) where it decides every output, else from
+    mpmath. The third item says which."""
+    import mpmath
+    from adabelief_reference._fast import fast_golden
+    from adabelief_reference._generate import _document
 
-    text = dumps(vector_document(case, comment))
-    return _load_document(text, "<campaign>"), text
+    from ._fuzz import _DESCRIPTION, SUITE, _load_document, _VectorTest, dumps, vector_document
+
+    g = fast_golden(case) if fast else None
+    if g is None:
+        doc = vector_document(case, comment)
+    else:
+        doc = _document(SUITE, [(_VectorTest(case, comment, ()), g)], mpmath.__version__,
+                        description=_DESCRIPTION)
+    text = dumps(doc)
+    return _load_document(text, "<campaign>"), text, g is not None
 
 
 def _sub_case(case: CaseInputs, param: int, element: int, n_steps: int) -> CaseInputs:
@@ -172,7 +186,7 @@ def _shrink(impl: Any, case: CaseInputs, comment: str) -> tuple[str, str]:
             for j in range(len(p.w)):
                 sub = _sub_case(case, pi, j, n_steps)
                 try:
-                    vc, text = _vector_case(sub, comment)
+                    vc, text, _ = _vector_case(sub, comment)  # mpmath-proven, for the file
                 except Exception:
                     continue
                 with np.errstate(all="ignore"):
@@ -180,7 +194,7 @@ def _shrink(impl: Any, case: CaseInputs, comment: str) -> tuple[str, str]:
                 if out.status in ("failed", "errored"):
                     return text, out.message
     # nothing smaller fails on its own (a failure only in multi-parameter bookkeeping): keep all
-    vc, text = _vector_case(case, comment)
+    vc, text, _ = _vector_case(case, comment)
     with np.errstate(all="ignore"):
         out = run_case(impl, vc, max_failures=3)
     return text, out.message
@@ -195,13 +209,13 @@ def run_batch(spec: str | None, cmd: str | None, seed: int, batch: int, profile:
     n = _element_steps(case)
     comment = f"found by adabelief-conformance campaign, seed {seed}, batch {batch}"
     try:
-        vc, _ = _vector_case(case, comment)
+        vc, _, fast = _vector_case(case, comment, fast=True)
     except Exception as e:  # the reference is at fault, not the implementation
         return BatchResult(batch, profile, dtype, n, "reference-error", f"{type(e).__name__}: {e}",
                            seconds=time.perf_counter() - t0)
     with np.errstate(all="ignore"):
         out = run_case(impl, vc, max_failures=3)
-    result = BatchResult(batch, profile, dtype, n, out.status, out.message)
+    result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast=fast)
     if out.status in ("failed", "errored"):
         result.counterexample, result.message = _shrink(impl, case, comment)
     result.seconds = time.perf_counter() - t0
@@ -266,6 +280,7 @@ class CampaignReport:
             "elementsAsked": self.elements_asked, "batchElements": self.batch_elements,
             "pairs": [f"{p}/{d}" for p, d in self.pairs],
             "batches": len(self.results), "counts": self.counts, "elementsChecked": self.elements,
+            "fastPathBatches": sum(r.fast for r in self.results),
             "seconds": self.seconds, "elementsPerSecond": rate, "workers": self.workers,
             "incomplete": self.incomplete, "exitCode": self.exit_code, "fingerprint": self.fingerprint,
             "problems": [{"batch": r.batch, "profile": r.profile, "dtype": r.dtype, "status": r.status,
@@ -395,7 +410,8 @@ def summary_lines(report: CampaignReport) -> list[str]:
              f"{report.shard[0]}/{report.shard[1]}: {len(report.results)} batches, {report.elements} "
              f"element-steps checked ({c['passed']} passed, {c['failed']} failed, {c['errored']} errored, "
              f"{c['skipped']} skipped, {c['reference-error']} reference errors) in {report.seconds:.1f} s, "
-             f"{rate:.3g} element-steps/s on {report.workers}; fingerprint {report.fingerprint[:16]}"]
+             f"{rate:.3g} element-steps/s on {report.workers} ({sum(r.fast for r in report.results)} "
+             f"batches on the fast reference path); fingerprint {report.fingerprint[:16]}"]
     for r in report.results:
         if r.status in ("failed", "errored"):
             f = report.counterexample_files.get(r.batch)
