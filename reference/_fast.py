@@ -3,8 +3,10 @@ elements with double-double arithmetic (reference/_dd.py) and a running bound on
 ``None`` wherever the bound cannot settle an output's correctly rounded value, or the case or an
 element leaves the path's scope. The golden vectors stay mpmath-proven; this serves campaigns.
 
-Scope of this slice: profile ``mxnet``, dtypes ``float32`` and ``float64``, no rectification or
-AMSGrad, ``clip_gradient`` None or a finite positive value, a finite non-zero ``rescale_grad``,
+Scope of this slice: the profiles whose choices are those of ``mxnet`` and ``mxnet-doc``
+(epsilon stored in s and added before the bias correction, coupled decay before or after clipping,
+no rectification or AMSGrad; read from spec/profiles.json, ``_CHOICES``), dtypes ``float32`` and
+``float64``, ``clip_gradient`` None or a finite positive value, a finite non-zero ``rescale_grad``,
 and only finite values within [2^-400, 2^400] everywhere (inputs, intermediates and outputs), far
 from the compute format's subnormal and overflow ranges by a margin. The per-parameter scalars
 (bias corrections, eta) are taken from the mpmath reference itself (:class:`reference._exact._Graph`),
@@ -120,20 +122,29 @@ class _Ops:
         return _V(z, np.where(low > 0, b * _GROW * _GROW, np.inf), np.zeros_like(a.b))
 
 
+# The profile choices this slice implements (spec/profiles.json); a profile with these values
+# is in scope whatever its name.
+_CHOICES = {"epsilon_in_state": (True,), "stored_epsilon": ("epsilon",),
+            "epsilon_denominator": ("before-bias-correction",), "rectification": ("none",),
+            "amsgrad": ("none",), "weight_decay": ("coupled-before-clip", "coupled-after-clip")}
+
+
 def _in_scope(case: CaseInputs) -> bool:
     hp = case.hyperparameters
     prof = profile_named(case.profile)
-    if case.profile != "mxnet" or case.dtype not in ("float32", "float64"):
+    if case.dtype not in ("float32", "float64"):
         return False
-    if hp.rectify or hp.amsgrad or hp.weight_decouple or prof.epsilon_denominator != "before-bias-correction":
+    if any(getattr(prof, k) not in allowed for k, allowed in _CHOICES.items()):
+        return False
+    if hp.rectify or hp.amsgrad or hp.weight_decouple:
         return False
     c = hp.clip_gradient
     if c is not None and not (math.isfinite(c) and c > 0):
-        return False
+        return False  # clip <= 0 or NaN: disabled or implementation-defined by profile
     for k in range(len(case.steps)):
         r = case.rescale_at(k)
         if not math.isfinite(r) or r == 0:
-            return False
+            return False  # the skip rule, where the profile has one
     leaves = [hp.learning_rate, hp.beta1, hp.beta2, hp.epsilon, hp.wd]
     if not all(math.isfinite(x) for x in leaves) or _rounding_changes_class(case):
         return False
@@ -178,11 +189,12 @@ def fast_case(case: CaseInputs) -> list[list[dict[str, FastOutput]]] | None:
             g = _const(np.array(step.grads[i], dtype=np.float64))
             ok[i] &= D.safe(g.x)
             scv = {name: _scalar(getattr(sc, name), n) for name in ("eta", "wd", "lr", "bc1", "bc2", "rb")}
-            new, good = _element(ops, state[i], g, _scalar(rescale, n), scv, _scalar(b1x, n),
-                                 _scalar(b2x, n), _scalar(epsx, n),
-                                 None if clipx is None else _scalar(clipx, n))
+            new, good, case_level = _element(ops, state[i], g, _scalar(rescale, n), scv,
+                                             _scalar(b1x, n), _scalar(b2x, n), _scalar(epsx, n),
+                                             None if clipx is None else _scalar(clipx, n),
+                                             prof.weight_decay)
             ok[i] &= good
-            if st_flag(state[i]) or not np.isfinite(np.asarray(step.grads[i], dtype=np.float64)).all():
+            if case_level or not np.isfinite(np.asarray(step.grads[i], dtype=np.float64)).all():
                 return None  # the reference evaluates this case's alternative forms: mpmath
             state[i] = new
             row.append({name: _round(new[name], ok[i], fmt, ops) for name in ("w", "m", "s")})
@@ -190,16 +202,11 @@ def fast_case(case: CaseInputs) -> list[list[dict[str, FastOutput]]] | None:
     return out
 
 
-def st_flag(st: dict[str, _V]) -> bool:
-    """Whether the last step set the case-level flag on any element (see _element)."""
-    flag = st.pop("_case_level", None)
-    return bool(flag is not None and flag.x.hi.any())
-
-
 def _element(ops: _Ops, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V], b1: _V, b2: _V,
-             eps: _V, clip: _V | None) -> tuple[dict[str, _V], np.ndarray]:
-    """spec: adabelief_step for the mxnet profile (coupled decay before clipping, epsilon before
-    the bias correction), with each node's bound e as reference/_exact.py computes it."""
+             eps: _V, clip: _V | None, weight_decay: str) -> tuple[dict[str, _V], np.ndarray, bool]:
+    """spec: adabelief_step with coupled decay (before or after clipping) and epsilon before the
+    bias correction, each node's bound e as reference/_exact.py computes it. Returns the new
+    state, where the path decides, and whether the case-level conditions below hold anywhere."""
     E, mag = ops.E, _mag
     w, m, s = st["w"], st["m"], st["s"]
     eta, wd, lr, bc1, bc2, rb = (sc[k] for k in ("eta", "wd", "lr", "bc1", "bc2", "rb"))
@@ -209,8 +216,10 @@ def _element(ops: _Ops, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V]
     gs.e = mag(g) * rescale.e + mag(rescale) * g.e + E(gs)
     wdw = ops.mul(wd, w)
     wdw.e = mag(w) * wd.e + mag(wd) * w.e + E(wdw)
-    gw = ops.add(gs, wdw)
-    gw.e = gs.e + wdw.e + E(gw)
+    before_clip = weight_decay == "coupled-before-clip"
+    gw = ops.add(gs, wdw) if before_clip else gs
+    if before_clip:
+        gw.e = gs.e + wdw.e + E(gw)
     if clip is not None:
         a, cm = mag(gw), mag(clip)
         over = a - gw.b > cm  # certainly clamped
@@ -224,6 +233,10 @@ def _element(ops: _Ops, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V]
         gc = clamped
     else:
         gc = gw
+    if not before_clip:  # mxnet-doc: clip, then the decay term
+        out = ops.add(gc, wdw)
+        out.e = gc.e + wdw.e + E(out)
+        gc = out
     # first moment, forms A-D; the exact value from form A
     one = _const(np.ones_like(g.b))
     om = ops.sub(one, b1)
@@ -300,8 +313,7 @@ def _element(ops: _Ops, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V]
     case_level = np.zeros(len(w.b), dtype=bool)
     for v in nodes:
         case_level |= ~np.isfinite(v.x.hi) | ~np.isfinite(v.b) | (mag(v) + v.b + v.e >= ops.limit)
-    st["_case_level"] = _V(D.from_float(case_level.astype(np.float64)), w.b, w.e)
-    return {"w": w1, "m": m1, "s": s1}, good
+    return {"w": w1, "m": m1, "s": s1}, good, bool(case_level.any())
 
 
 def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops) -> FastOutput:
