@@ -325,16 +325,20 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
     return data
 
 
-def load_file(path: Path, validate: bool = True, verified: bool = True,
+def load_file(path: Path, validate: bool = True, verified: bool | None = True,
               trusted: bool = False) -> list[VectorCase]:
     """Parse one vector file. Raises InvalidVector naming the file and field on any problem.
 
     ``trusted``: the file is byte for byte one of the package's own (its sha256 is in the bundled
     manifest, which tests/test_vector_files.py validates in full), so the schema, the ids and the
-    input formats are not checked again: that is most of the loading time."""
+    input formats are not checked again: that is most of the loading time. ``verified`` None:
+    whether a manifest vouches for the file is found out from the bytes read (a file given alone)."""
     name = str(path)
+    data = read_bounded(path, MAX_VECTOR_FILE_BYTES, "a vector file")
+    if verified is None:
+        verified = _vouched_for(path, hashlib.sha256(data).hexdigest())
     try:
-        text = read_bounded(path, MAX_VECTOR_FILE_BYTES, "a vector file").decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidVector(f"{name}: not UTF-8 text (byte {e.start}); restore the file or "
                             "regenerate the vectors") from None
@@ -423,22 +427,16 @@ def _bundled_digests() -> frozenset[str]:
         return frozenset()
 
 
-def _vouched_for(path: Path) -> bool:
-    """Whether a manifest vouches for a single vector file: the manifest.json beside it lists it
-    with its sha256, or the file is byte for byte one of the bundled files."""
+def _vouched_for(path: Path, digest: str) -> bool:
+    """Whether a manifest vouches for a single vector file of this sha256: the manifest.json
+    beside it lists it, or the file is byte for byte one of the bundled files."""
+    if digest in _bundled_digests():
+        return True
     try:
-        digest = hashlib.sha256(read_bounded(path, MAX_VECTOR_FILE_BYTES, "a vector file")).hexdigest()
-    except InvalidVector:
-        return False  # load_file reports the problem itself
-    for mdir in (path.parent, bundled_vectors_dir()):
-        try:
-            manifest = json.loads(read_bounded(mdir / "manifest.json", MAX_MANIFEST_BYTES, "a manifest"))
-            listed = {m.get("sha256") for m in manifest["files"].values() if isinstance(m, dict)}
-        except (InvalidVector, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            continue
-        if digest in listed:
-            return True
-    return False
+        manifest = json.loads(read_bounded(path.parent / "manifest.json", MAX_MANIFEST_BYTES, "a manifest"))
+        return digest in {m.get("sha256") for m in manifest["files"].values() if isinstance(m, dict)}
+    except (InvalidVector, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return False
 
 
 def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
@@ -473,7 +471,7 @@ def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
                                             "restore or regenerate the vectors")
                 cases.extend(loaded)
         elif target.exists():
-            cases.extend(load_file(target, validate, verified=_vouched_for(target)))
+            cases.extend(load_file(target, validate, verified=None))
         else:
             raise InvalidVector(f"{target}: no such file or folder")
     seen: dict[str, str] = {}

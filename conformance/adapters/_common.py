@@ -35,8 +35,17 @@ from adabelief_reference._profiles import SWITCH_NAMES, SWITCH_PARENTS
 from .._errors import AdapterError
 from .._protocol import CaseSkipped, RunRequest
 
-__all__ = ["ALL_DTYPES", "ALL_PROFILES", "CONFIGURATIONS", "SwitchSet", "_to_float16", "distribution_version",
-           "import_framework", "import_without_package_init", "inexpressible_inputs"]
+__all__ = [
+    "ALL_DTYPES",
+    "ALL_PROFILES",
+    "CONFIGURATIONS",
+    "SwitchSet",
+    "distribution_version",
+    "import_framework",
+    "import_without_package_init",
+    "inexpressible_inputs",
+    "to_float16",
+]
 
 CONFIGURATIONS = ("case", "defaults", "mxnet-closest")
 ALL_DTYPES = frozenset({"float32", "float64", "float16-mp"})
@@ -198,7 +207,7 @@ def resolve_profiles(profiles: Collection[str] | str) -> frozenset[str]:
     return frozenset(profiles)
 
 
-def _to_float16(w: Any) -> Any:
+def to_float16(w: Any) -> Any:
     """The float16 weight the model sees: the master rounded (overflow to ±inf is expected)."""
     import numpy as np
 

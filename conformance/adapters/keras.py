@@ -30,11 +30,11 @@ from .._protocol import NUMPY_DTYPES, CaseSkipped, ParamResult, RunRequest
 from ._common import (
     ALL_DTYPES,
     SwitchSet,
-    _to_float16,
     distribution_version,
     import_framework,
     inexpressible_inputs,
     resolve_profiles,
+    to_float16,
 )
 
 __all__ = ["HYPERPARAMETER_NAMES", "SLOT_NAMES", "KerasOptimizer"]
@@ -174,7 +174,7 @@ class KerasOptimizer:
                     w=w,
                     m=self._read(m).astype(state_dt),
                     s=self._read(s).astype(state_dt),
-                    w16=_to_float16(w) if req.dtype == "float16-mp" else None,
+                    w16=to_float16(w) if req.dtype == "float16-mp" else None,
                     s_max=None if s_max is None else self._read(s_max).astype(state_dt)))
             out.append(results)
         return out

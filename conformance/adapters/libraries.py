@@ -37,10 +37,11 @@ class Library:
     deviations: str = ""
     link: str = ""
     legacy_keras_base: bool = False      # import it with tf.keras.optimizers.Optimizer = legacy
+    setup: str = ""                      # how it is installed where pip alone cannot (MXNet)
 
     @property
     def install(self) -> str:
-        return " && ".join("pip install " + " ".join(args) for args in self.pip)
+        return self.setup or " && ".join("pip install " + " ".join(args) for args in self.pip)
 
     def factory(self) -> Any:
         module, _, attr = self.load.partition(":")

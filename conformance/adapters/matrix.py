@@ -32,7 +32,7 @@ from .._errors import ConformanceError
 from .._expectations import dumps_toml, entries_from_report, load_expectations
 from .._runner import RunReport, check, load_cases, select_cases
 from .._targets import resolve_target
-from .libraries import LIBRARIES
+from .libraries import LIBRARIES, Library
 
 __all__ = ["ROWS", "Row", "main", "run_matrix"]
 
@@ -42,11 +42,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXPECTATIONS = DOCS / "compatibility" / "expectations"
 MXNET_ADAPTER = "examples/mxnet_adapter/adapter.py"
-MXNET = {"install": "bash examples/mxnet_adapter/setup.sh (mxnet==2.0.0b1 with numpy < 1.24, "
-                    "its own venv)", "family": "mxnet", "framework": "mxnet",
-         "link": "https://github.com/apache/mxnet/blob/b84609d3/python/mxnet/base.py",
-         "deviations": "MXNet flushes subnormals to zero on the CPU by default (mxnet/base.py calls "
-                       "MXSetFlushDenorms(True)); the adapter's --denormals ieee turns that off"}
+# MXNet runs through its example adapter in an environment of its own (no library: target).
+MXNET = Library(
+    "mxnet", "", "mxnet", notes="through examples/mxnet_adapter/adapter.py (fused multi-tensor update)",
+    setup="bash examples/mxnet_adapter/setup.sh (mxnet==2.0.0b1 with numpy < 1.24, its own venv)",
+    deviations="MXNet flushes subnormals to zero on the CPU by default (mxnet/base.py calls "
+               "MXSetFlushDenorms(True)); the adapter's --denormals ieee turns that off",
+    link="https://github.com/apache/mxnet/blob/b84609d3/python/mxnet/base.py")
 CONFIGURATIONS = ("case", "defaults", "mxnet-closest")
 
 
@@ -60,12 +62,16 @@ class Row:
         return f"{self.library}@{self.configuration}"
 
     @property
+    def lib(self) -> Library:
+        return MXNET if self.library == "mxnet" else LIBRARIES[self.library]
+
+    @property
     def framework(self) -> str:
-        return "mxnet" if self.library == "mxnet" else LIBRARIES[self.library].framework
+        return self.lib.framework
 
     @property
     def family(self) -> str:
-        return "mxnet" if self.library == "mxnet" else LIBRARIES[self.library].family
+        return self.lib.family
 
     def target(self, envs: dict[str, Path]) -> tuple[str | None, str | None]:
         """(target, cmd) for resolve_target."""
@@ -97,13 +103,12 @@ def _expectations_path(row: Row) -> Path:
     return EXPECTATIONS / f"{row.key}.toml"
 
 
-def run_row(row: Row, envs: dict[str, Path], *, diagnose: bool, write_expectations: bool,
-            log: Any = print) -> dict[str, Any]:
-    """Run one row against every profile; the row's JSON object."""
+def run_row(row: Row, envs: dict[str, Path], cases: Sequence[Any], *, diagnose: bool,
+            write_expectations: bool, log: Any = print) -> dict[str, Any]:
+    """Run one row against every profile of ``cases``; the row's JSON object."""
     spec, cmd = row.target(envs)
     impl = resolve_target(spec, cmd, timeout=120.0)
     try:
-        cases = load_cases()
         expectations = load_expectations(_expectations_path(row)) \
             if _expectations_path(row).is_file() else None
         out: dict[str, Any] = {"library": row.library, "configuration": row.configuration,
@@ -139,9 +144,7 @@ def run_row(row: Row, envs: dict[str, Path], *, diagnose: bool, write_expectatio
 
 
 def _write_expectations(row: Row, report: RunReport) -> None:
-    lib: Any = MXNET if row.library == "mxnet" else LIBRARIES[row.library]
-    deviations = lib["deviations"] if isinstance(lib, dict) else lib.deviations
-    link = lib["link"] if isinstance(lib, dict) else lib.link
+    deviations, link = row.lib.deviations, row.lib.link
     entries = entries_from_report(report)
     if not entries:
         path = _expectations_path(row)
@@ -160,9 +163,11 @@ def _write_expectations(row: Row, report: RunReport) -> None:
 def run_matrix(rows: Sequence[Row], envs: dict[str, Path], *, diagnose: bool = True,
                write_expectations: bool = False) -> list[dict[str, Any]]:
     results = []
+    cases = load_cases()  # once for every row
     for row in rows:
         print(f"{row.key}:", flush=True)
-        results.append(run_row(row, envs, diagnose=diagnose, write_expectations=write_expectations))
+        results.append(run_row(row, envs, cases, diagnose=diagnose,
+                               write_expectations=write_expectations))
     return results
 
 
@@ -182,10 +187,7 @@ def document(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _library_info(name: str) -> dict[str, str]:
-    if name == "mxnet":
-        return {"install": MXNET["install"], "notes": "through examples/mxnet_adapter/adapter.py "
-                "(fused multi-tensor update)", "deviations": MXNET["deviations"]}
-    lib = LIBRARIES[name]
+    lib = MXNET if name == "mxnet" else LIBRARIES[name]
     return {"install": lib.install, "notes": lib.notes, "deviations": lib.deviations}
 
 

@@ -27,12 +27,12 @@ from .._protocol import NUMPY_DTYPES, CaseSkipped, ParamResult, RunRequest
 from ._common import (
     ALL_DTYPES,
     SwitchSet,
-    _to_float16,
     distribution_version,
     import_framework,
     inexpressible_inputs,
     resolve_profiles,
     signature_defaults,
+    to_float16,
 )
 
 __all__ = ["STATE_NAMES", "OptaxTransformation"]
@@ -151,6 +151,6 @@ class OptaxTransformation:
                 s = optax.tree_utils.tree_get(states[k], names["s"])
                 results.append(ParamResult(
                     w=w, m=np.asarray(m, dtype=state_dt).copy(), s=np.asarray(s, dtype=state_dt).copy(),
-                    w16=_to_float16(w) if req.dtype == "float16-mp" else None))
+                    w16=to_float16(w) if req.dtype == "float16-mp" else None))
             out.append(results)
         return out

@@ -23,11 +23,11 @@ from .._protocol import NUMPY_DTYPES, CaseSkipped, ParamResult, RunRequest
 from ._common import (
     ALL_DTYPES,
     SwitchSet,
-    _to_float16,
     distribution_version,
     import_framework,
     inexpressible_inputs,
     resolve_profiles,
+    to_float16,
 )
 
 __all__ = ["STATE_NAMES", "SWITCH_OPTIONS", "TorchOptimizer"]
@@ -143,7 +143,7 @@ class TorchOptimizer:
                     w=w,
                     m=state[self.state_names["m"]].numpy().astype(state_dt, copy=True),
                     s=state[self.state_names["s"]].numpy().astype(state_dt, copy=True),
-                    w16=_to_float16(w) if req.dtype == "float16-mp" else None,
+                    w16=to_float16(w) if req.dtype == "float16-mp" else None,
                     s_max=None if s_max is None else s_max.numpy().astype(state_dt, copy=True)))
             out.append(results)
         return out
