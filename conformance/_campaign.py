@@ -1,9 +1,14 @@
 """Certification campaigns: many random cases against the live reference, on every core or a
 Dask cluster, deterministic per seed and shard whatever the number of workers.
 
-A campaign of ``elements`` element-steps is cut into batches of about ``batch_elements``; batch
-``k`` is one random case drawn from ``numpy.random.default_rng([seed, k])`` for the
-(profile, dtype) pair ``k`` selects round-robin among those asked for. Shard ``i/n`` runs the
+A campaign of ``elements`` element-steps is cut into batches; batch ``k`` is one random case drawn
+from ``numpy.random.default_rng([seed, k])`` for the (profile, dtype) pair ``k`` selects
+round-robin among those asked for. Most batches are *regular*: ``batch_elements`` element-steps
+of finite values over a wide range with every switch and hyperparameter drawn (their expectations
+come from the fast reference path, reference/_fast.py, with mpmath for the elements it cannot
+settle). Every ``EDGE_PERIOD``-th batch is an *edge* batch of ``EDGE_BATCH_ELEMENTS``: special
+values (0, ±inf, NaN, the largest and the subnormal values), rescale_grad 0/NaN/inf and
+clip_gradient 0/inf/negative drawn too, mostly evaluated by mpmath. Shard ``i/n`` runs the
 batches with ``k % n == i``. A failing batch is shrunk to the single element and the fewest steps
 that still fail, its expectations computed with mpmath, and written as a vector file that
 ``check --vectors FILE`` reruns. Results are merged in batch order, so the report (and its
@@ -40,7 +45,9 @@ __all__ = ["CAMPAIGN_FORMAT", "BatchResult", "CampaignReport", "random_case", "r
 
 CAMPAIGN_FORMAT = "adabelief-conformance-campaign"
 CAMPAIGN_FORMAT_VERSION = 1
-DEFAULT_BATCH_ELEMENTS = 64
+DEFAULT_BATCH_ELEMENTS = 8192
+EDGE_PERIOD = 16  # every 16th batch is an edge batch
+EDGE_BATCH_ELEMENTS = 64
 
 
 # ----- random cases (numpy only: reproducible from the seed alone) ------------------------------
@@ -64,7 +71,9 @@ def _values(rng: np.random.Generator, fmt: Any, n: int, *, nonnegative: bool, ex
         return tuple(float(v) for v in x.astype(dt).astype(np.float64))
 
 
-def _hyperparameters(rng: np.random.Generator, profile: str, compute: Any) -> Hyperparameters:
+def _hyperparameters(rng: np.random.Generator, profile: str, compute: Any, regular: bool = False) -> Hyperparameters:
+    """Random hyperparameters; ``regular``: finite ones only, rescale_grad nonzero and clip_gradient
+    None or positive (the special ones are the edge batches' business)."""
     prof = profile_named(profile)
 
     def log10(lo: float, hi: float) -> float:
@@ -81,9 +90,10 @@ def _hyperparameters(rng: np.random.Generator, profile: str, compute: Any) -> Hy
         correct_bias=bool(rng.random() < 0.9),
         wd=pick(lambda: 0.0, lambda: log10(-6, 0), lambda: 0.0),
         rescale_grad=pick(lambda: 1.0, lambda: log10(-3, 3), lambda: 1.0,
-                          lambda: float(rng.choice([0.0, math.nan, math.inf, -1.0]))),
-        clip_gradient=None if rng.random() < 0.6 else pick(lambda: log10(-2, 1), lambda: 0.0,
-                                                           lambda: math.inf, lambda: -1.0),
+                          (lambda: -log10(-3, 3)) if regular else
+                          (lambda: float(rng.choice([0.0, math.nan, math.inf, -1.0])))),
+        clip_gradient=None if rng.random() < 0.6 else (
+            log10(-2, 1) if regular else pick(lambda: log10(-2, 1), lambda: 0.0, lambda: math.inf, lambda: -1.0)),
     )
     if prof.stored_epsilon == "eps_root":
         hp = replace(hp, eps_root=pick(lambda: 0.0, lambda: 1e-16, lambda: log10(-20, -4)))
@@ -91,12 +101,15 @@ def _hyperparameters(rng: np.random.Generator, profile: str, compute: Any) -> Hy
     return replace(hp, **switches)
 
 
-def random_case(rng: np.random.Generator, profile: str, dtype: str, elements: int) -> CaseInputs:
+def random_case(rng: np.random.Generator, profile: str, dtype: str, elements: int,
+                regular: bool = False) -> CaseInputs:
     """A random case of about ``elements`` element-steps (one or two parameters, one to three
-    steps); in one case of four any element may be exotic."""
+    steps); in one case of four any element may be exotic. ``regular``: finite values and
+    hyperparameters only (see :func:`_hyperparameters`); the per-step rescale_grad finite and
+    nonzero."""
     spec = DTYPES[dtype]
-    hp = _hyperparameters(rng, profile, spec.compute)
-    exotic = bool(rng.random() < 0.25)
+    hp = _hyperparameters(rng, profile, spec.compute, regular)
+    exotic = bool(rng.random() < 0.25) and not regular
     n_steps = int(rng.integers(1, 4))
     n_params = int(rng.integers(1, 3))
     per_param = max(1, elements // (n_steps * n_params))
@@ -113,7 +126,8 @@ def random_case(rng: np.random.Generator, profile: str, dtype: str, elements: in
         for i, n in enumerate(sizes))
     steps = tuple(
         StepInput(tuple(_values(rng, spec.storage, n, nonnegative=False, exotic=exotic) for n in sizes),
-                  None if rng.random() < 0.8 else float(rng.choice([1.0, 0.5, 0.0, math.nan, 4.0])))
+                  None if rng.random() < 0.8 else float(rng.choice([1.0, 0.5, 2.0, 4.0] if regular
+                                                                   else [1.0, 0.5, 0.0, math.nan, 4.0])))
         for _ in range(n_steps))
     return CaseInputs(profile, dtype, hp, params, steps)
 
@@ -134,7 +148,10 @@ class BatchResult:
     message: str = ""
     counterexample: str | None = None  # the shrunk case as a vector file (failed batches)
     seconds: float = 0.0
-    fast: bool = False  # judged against the fast reference path rather than mpmath
+    fast: bool = False  # every expectation from the fast reference path (no mpmath)
+    fast_elements: int = 0  # element-steps whose expectations the fast path settled
+    mpmath_elements: int = 0  # element-steps mpmath evaluated
+    edge: bool = False  # an edge batch (special values drawn)
 
 
 _TARGETS: dict[tuple[str | None, str | None], Any] = {}
@@ -150,24 +167,50 @@ def _target(spec: str | None, cmd: str | None) -> Any:
     return _TARGETS[key]
 
 
-def _vector_case(case: CaseInputs, comment: str, fast: bool = False) -> tuple[Any, str, bool]:
-    """The case with its expectations, as a loaded vector case and its file text; with ``fast``,
-    from the fast reference path (reference/_fast.py) where it decides every output, else from
-    mpmath. The third item says which."""
-    import mpmath
-    from adabelief_reference._fast import fast_golden
-    from adabelief_reference._generate import _document
+def _vector_case(case: CaseInputs, comment: str) -> tuple[Any, str]:
+    """The case with its mpmath-proven expectations, as a loaded vector case and its file text
+    (the shrunk counterexamples)."""
+    from ._fuzz import _load_document, dumps, vector_document
 
-    from ._fuzz import _DESCRIPTION, SUITE, _load_document, _VectorTest, dumps, vector_document
+    text = dumps(vector_document(case, comment))
+    return _load_document(text, "<campaign>"), text
 
-    g = fast_golden(case) if fast else None
-    if g is None:
-        doc = vector_document(case, comment)
-    else:
-        doc = _document(SUITE, [(_VectorTest(case, comment, ()), g)], mpmath.__version__,
-                        description=_DESCRIPTION)
-    text = dumps(doc)
-    return _load_document(text, "<campaign>"), text, g is not None
+
+def _expected_case(case: CaseInputs, batch_id: str) -> tuple[Any, int, int]:
+    """The case with its expectations from the fast reference path (mpmath where it cannot
+    decide), as the loader would give it, without a vector file in between; and the element-steps
+    each path settled (fast, mpmath)."""
+    from adabelief_reference import FLOAT16, tolerances
+    from adabelief_reference._exact import outputs_of
+    from adabelief_reference._fast import fast_expected
+
+    from ._vectors import _SPECIAL_KIND, KIND_ALTERNATIVES, KIND_FINITE, ExpectedArray, VectorCase
+
+    fx = fast_expected(case)
+    assert fx is not None
+    spec = case.dtype_spec
+    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
+    expected = {}
+    for name in outputs_of(case):
+        kind = np.full(len(fx.value[name]), KIND_FINITE, dtype=np.int8)
+        alternatives = {}
+        for flat, e in fx.special[name].items():
+            if len(e) == 1 and not hasattr(e[0], "value"):
+                kind[flat] = _SPECIAL_KIND[e[0].kind]
+            else:
+                kind[flat] = KIND_ALTERNATIVES
+                alternatives[flat] = e
+        expected[name] = ExpectedArray(fmts[name], kind, fx.value[name], fx.residual[name], fx.sigma[name],
+                                       alternatives)
+    layout, offset = [], 0
+    for k in range(len(case.steps)):
+        for i, p in enumerate(case.params):
+            layout.append((k, i, offset, len(p.w)))
+            offset += len(p.w)
+    vc = VectorCase(id=batch_id, suite="campaign", file="<campaign>", comment="", flags=(), result="must-match",
+                    case=case, tolerance={k: float(v) for k, v in tolerances()[case.dtype].items()},
+                    expected=expected, layout=tuple(layout))
+    return vc, fx.fast_elements, fx.mpmath_elements
 
 
 def _sub_case(case: CaseInputs, param: int, element: int, n_steps: int) -> CaseInputs:
@@ -186,7 +229,7 @@ def _shrink(impl: Any, case: CaseInputs, comment: str) -> tuple[str, str]:
             for j in range(len(p.w)):
                 sub = _sub_case(case, pi, j, n_steps)
                 try:
-                    vc, text, _ = _vector_case(sub, comment)  # mpmath-proven, for the file
+                    vc, text = _vector_case(sub, comment)  # mpmath-proven, for the file
                 except Exception:
                     continue
                 with np.errstate(all="ignore"):
@@ -194,37 +237,41 @@ def _shrink(impl: Any, case: CaseInputs, comment: str) -> tuple[str, str]:
                 if out.status in ("failed", "errored"):
                     return text, out.message
     # nothing smaller fails on its own (a failure only in multi-parameter bookkeeping): keep all
-    vc, text, _ = _vector_case(case, comment)
+    vc, text = _vector_case(case, comment)
     with np.errstate(all="ignore"):
         out = run_case(impl, vc, max_failures=3)
     return text, out.message
 
 
+Batch = tuple[int, str, str, int, bool]  # number, profile, dtype, element-steps, edge batch
+
+
 def run_batch(spec: str | None, cmd: str | None, seed: int, batch: int, profile: str, dtype: str,
-              batch_elements: int) -> BatchResult:
+              batch_elements: int, edge: bool = False) -> BatchResult:
     t0 = time.perf_counter()
     impl = _target(spec, cmd)
     rng = np.random.default_rng([seed, batch])
-    case = random_case(rng, profile, dtype, batch_elements)
+    case = random_case(rng, profile, dtype, batch_elements, regular=not edge)
     n = _element_steps(case)
     comment = f"found by adabelief-conformance campaign, seed {seed}, batch {batch}"
     try:
-        vc, _, fast = _vector_case(case, comment, fast=True)
+        vc, fast, slow = _expected_case(case, f"campaign-{seed}-{batch}")
     except Exception as e:  # the reference is at fault, not the implementation
         return BatchResult(batch, profile, dtype, n, "reference-error", f"{type(e).__name__}: {e}",
                            seconds=time.perf_counter() - t0)
     with np.errstate(all="ignore"):
         out = run_case(impl, vc, max_failures=3)
-    result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast=fast)
+    result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast=slow == 0,
+                         fast_elements=fast, mpmath_elements=slow, edge=edge)
     if out.status in ("failed", "errored"):
         result.counterexample, result.message = _shrink(impl, case, comment)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _run_chunk(args: tuple[str | None, str | None, int, list[tuple[int, str, str]], int]) -> list[BatchResult]:
-    spec, cmd, seed, batches, batch_elements = args
-    return [run_batch(spec, cmd, seed, k, p, d, batch_elements) for k, p, d in batches]
+def _run_chunk(args: tuple[str | None, str | None, int, list[Batch]]) -> list[BatchResult]:
+    spec, cmd, seed, batches = args
+    return [run_batch(spec, cmd, seed, k, p, d, size, edge) for k, p, d, size, edge in batches]
 
 
 # ----- the campaign ------------------------------------------------------------------------------
@@ -281,6 +328,9 @@ class CampaignReport:
             "pairs": [f"{p}/{d}" for p, d in self.pairs],
             "batches": len(self.results), "counts": self.counts, "elementsChecked": self.elements,
             "fastPathBatches": sum(r.fast for r in self.results),
+            "fastPathElements": sum(r.fast_elements for r in self.results),
+            "mpmathElements": sum(r.mpmath_elements for r in self.results),
+            "edgeBatches": sum(r.edge for r in self.results),
             "seconds": self.seconds, "elementsPerSecond": rate, "workers": self.workers,
             "incomplete": self.incomplete, "exitCode": self.exit_code, "fingerprint": self.fingerprint,
             "problems": [{"batch": r.batch, "profile": r.profile, "dtype": r.dtype, "status": r.status,
@@ -300,13 +350,25 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def plan_batches(elements: int, batch_elements: int, pairs: Sequence[tuple[str, str]],
-                 shard: tuple[int, int]) -> list[tuple[int, str, str]]:
-    total = max(1, math.ceil(elements / batch_elements))
+                 shard: tuple[int, int]) -> list[Batch]:
+    """The batches of a campaign (module doc) that shard ``i/n`` runs: (number, profile, dtype,
+    element-steps, edge)."""
+    out: list[Batch] = []
+    k = done = 0
     i, n = shard
-    return [(k, *pairs[k % len(pairs)]) for k in range(total) if k % n == i]
+    edge_size = min(EDGE_BATCH_ELEMENTS, batch_elements)
+    while done < elements:
+        edge = k % EDGE_PERIOD == EDGE_PERIOD - 1
+        size = min(edge_size if edge else batch_elements, elements - done)
+        pair = pairs[(k // EDGE_PERIOD) % len(pairs)] if edge else pairs[k % len(pairs)]
+        if k % n == i:
+            out.append((k, *pair, size, edge))
+        done += size
+        k += 1
+    return out
 
 
-def _chunks(batches: list[tuple[int, str, str]], size: int) -> Iterator[list[tuple[int, str, str]]]:
+def _chunks(batches: list[Batch], size: int) -> Iterator[list[Batch]]:
     for a in range(0, len(batches), size):
         yield batches[a:a + size]
 
@@ -329,7 +391,7 @@ def run_campaign(spec: str | None, cmd: str | None, *, elements: int, seed: int 
                             batch_elements=batch_elements, pairs=list(pairs))
     t0 = time.perf_counter()
     chunk = max(1, min(16, len(batches) // (4 * jobs) or 1))
-    work = [(spec, cmd, seed, c, batch_elements) for c in _chunks(batches, chunk)]
+    work = [(spec, cmd, seed, c) for c in _chunks(batches, chunk)]
     done = 0
     elements_done = 0
 

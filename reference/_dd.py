@@ -36,6 +36,8 @@ __all__ = [
     "DD",
     "DIV_BOUND",
     "MUL_BOUND",
+    "SAFE_MAX",
+    "SAFE_MIN",
     "SQRT_BOUND",
     "U",
     "add",
@@ -59,8 +61,8 @@ SQRT_BOUND = 8.0 * U * U
 _SPLITTER = 2.0**27 + 1.0
 # Magnitudes within which every intermediate of the operations stays normal and finite: far from
 # binary64's subnormal range (2^-1022) and overflow (2^1024), with room for the products.
-_SAFE_MIN = 2.0**-400
-_SAFE_MAX = 2.0**400
+SAFE_MIN = 2.0**-400
+SAFE_MAX = 2.0**400
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def safe(*xs: DD | np.ndarray) -> np.ndarray:
     for x in xs:
         h = x.hi if isinstance(x, DD) else np.asarray(x, dtype=np.float64)
         a = np.abs(h)
-        good = np.isfinite(h) & ((a == 0) | ((a >= _SAFE_MIN) & (a <= _SAFE_MAX)))
+        good = np.isfinite(h) & ((a == 0) | ((a >= SAFE_MIN) & (a <= SAFE_MAX)))
         ok = good if ok is None else ok & good
     assert ok is not None
     return ok
