@@ -177,40 +177,9 @@ def _vector_case(case: CaseInputs, comment: str) -> tuple[Any, str]:
 
 
 def _expected_case(case: CaseInputs, batch_id: str) -> tuple[Any, int, int]:
-    """The case with its expectations from the fast reference path (mpmath where it cannot
-    decide), as the loader would give it, without a vector file in between; and the element-steps
-    each path settled (fast, mpmath)."""
-    from adabelief_reference import FLOAT16, tolerances
-    from adabelief_reference._exact import outputs_of
-    from adabelief_reference._fast import fast_expected
+    from ._vectors import live_vector_case
 
-    from ._vectors import _SPECIAL_KIND, KIND_ALTERNATIVES, KIND_FINITE, ExpectedArray, VectorCase
-
-    fx = fast_expected(case)
-    assert fx is not None
-    spec = case.dtype_spec
-    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
-    expected = {}
-    for name in outputs_of(case):
-        kind = np.full(len(fx.value[name]), KIND_FINITE, dtype=np.int8)
-        alternatives = {}
-        for flat, e in fx.special[name].items():
-            if len(e) == 1 and not hasattr(e[0], "value"):
-                kind[flat] = _SPECIAL_KIND[e[0].kind]
-            else:
-                kind[flat] = KIND_ALTERNATIVES
-                alternatives[flat] = e
-        expected[name] = ExpectedArray(fmts[name], kind, fx.value[name], fx.residual[name], fx.sigma[name],
-                                       alternatives)
-    layout, offset = [], 0
-    for k in range(len(case.steps)):
-        for i, p in enumerate(case.params):
-            layout.append((k, i, offset, len(p.w)))
-            offset += len(p.w)
-    vc = VectorCase(id=batch_id, suite="campaign", file="<campaign>", comment="", flags=(), result="must-match",
-                    case=case, tolerance={k: float(v) for k, v in tolerances()[case.dtype].items()},
-                    expected=expected, layout=tuple(layout))
-    return vc, fx.fast_elements, fx.mpmath_elements
+    return live_vector_case(case, batch_id, "campaign")
 
 
 def _sub_case(case: CaseInputs, param: int, element: int, n_steps: int) -> CaseInputs:

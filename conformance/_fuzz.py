@@ -4,12 +4,13 @@ Cases of one profile and dtype are drawn over the whole input space: every value
 formats (``floats(width=16/32/64)`` with NaN, infinities and subnormals), hyperparameters
 (learning_rate, beta1 and beta2 in [0, 1), epsilon 0 and tiny, wd, rescale_grad 0/NaN/inf,
 clip_gradient None, positive, 0, negative), t from 0 to 2**53 - 1, and small shapes (1-2
-parameters of 1-4 elements, 1-3 steps). Each case is evaluated by
-``adabelief_reference.golden``, written in the vector format, validated against the schema and
-parsed back by the loader's own parser, then checked with the runner's comparison
-(:func:`~adabelief_conformance._compare.run_case`): exactly what ``check`` does with a vector
-file. A failing case is shrunk by Hypothesis to a minimal one and written as a one-case vector
-file that ``adabelief-conformance check TARGET --vectors FILE`` reruns.
+parameters of 1-4 elements, 1-3 steps). Each case's expectations come from the live reference
+(the fast path of reference/_fast.py, mpmath for what it cannot settle) and are checked with the
+runner's comparison (:func:`~adabelief_conformance._compare.run_case`). A failing case is judged
+again on its mpmath-proven expectations (``adabelief_reference.golden``), written in the vector
+format, validated against the schema and parsed back by the loader's own parser: exactly what
+``check`` does with a vector file. Hypothesis shrinks it to a minimal one, written as a one-case
+vector file that ``adabelief-conformance check TARGET --vectors FILE`` reruns.
 
 Half of the cases hold only moderate values and, in the other half, one value in four is
 exotic: most mistakes show on ordinary inputs and a failure then shrinks to an ordinary case.
@@ -53,7 +54,7 @@ from hypothesis.errors import HypothesisException
 from ._compare import CaseOutcome, run_case
 from ._errors import UsageError
 from ._protocol import Implementation
-from ._vectors import VectorCase, _parse_case, _validator
+from ._vectors import VectorCase, _parse_case, _validator, live_vector_case
 
 __all__ = ["SUITE", "FuzzResult", "case_strategy", "describe_case", "fuzz", "vector_document"]
 
@@ -341,6 +342,18 @@ def fuzz(impl: Implementation, *, profile: str = "mxnet", dtype: str = "float32"
         nonlocal calls, first_failure_at
         calls += 1
         try:
+            vc = live_vector_case(case, "<fuzz>", SUITE)[0]  # the fast reference path, mpmath behind
+        except Exception as e:  # the reference is at fault, not impl
+            found.append(_Found(case, None, None, f"{type(e).__name__}: {e}"))
+            first_failure_at = first_failure_at or calls
+            raise _ReferenceFailure(str(e)) from e
+        with np.errstate(all="ignore"):
+            outcome = run_case(impl, vc, max_failures=3)
+        if outcome.status not in ("failed", "errored"):
+            return
+        # A failure: judged again on the mpmath-proven vector file that will be written, read
+        # back by the loader's own parser (schema included)
+        try:
             text = dumps(vector_document(case, "found by adabelief-conformance fuzz", seed))
             vc = _load_document(text, "<fuzz>")
         except Exception as e:  # the reference (or the format) is at fault, not impl
@@ -348,11 +361,15 @@ def fuzz(impl: Implementation, *, profile: str = "mxnet", dtype: str = "float32"
             first_failure_at = first_failure_at or calls
             raise _ReferenceFailure(str(e)) from e
         with np.errstate(all="ignore"):
-            outcome = run_case(impl, vc, max_failures=3)
-        if outcome.status in ("failed", "errored"):
-            found.append(_Found(case, text, outcome))
+            proven = run_case(impl, vc, max_failures=3)
+        if proven.status not in ("failed", "errored"):
+            error = "the fast reference path and mpmath disagree on this case"
+            found.append(_Found(case, None, None, error))
             first_failure_at = first_failure_at or calls
-            raise _Counterexample(outcome.message)
+            raise _ReferenceFailure(error)
+        found.append(_Found(case, text, proven))
+        first_failure_at = first_failure_at or calls
+        raise _Counterexample(proven.message)
 
     try:
         check_one()

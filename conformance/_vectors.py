@@ -46,6 +46,7 @@ __all__ = [
     "ExpectedArray",
     "VectorCase",
     "bundled_vectors_dir",
+    "live_vector_case",
     "load_file",
     "load_vectors",
 ]
@@ -480,3 +481,39 @@ def load_vectors(paths: Sequence[Path] | None = None, validate: bool = True,
             raise InvalidVector(f"{c.file}: case id {c.id} also appears in {seen[c.id]}; ids must be unique")
         seen[c.id] = c.file
     return cases
+
+
+def live_vector_case(case: CaseInputs, case_id: str, suite: str) -> tuple[VectorCase, int, int]:
+    """``case`` with its expectations from the live reference, as :func:`load_file` would give it
+    from a vector file, without one in between: from the fast reference path
+    (reference/_fast.py), and from mpmath for the elements it cannot settle. Also the
+    element-steps each path settled (fast, mpmath). ``campaign`` and ``fuzz`` check with it; the
+    files they write are mpmath's."""
+    from adabelief_reference import tolerances
+    from adabelief_reference._fast import fast_expected
+
+    fx = fast_expected(case)
+    assert fx is not None  # with the mpmath fallback, always a result
+    spec = DTYPES[case.dtype]
+    fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
+    expected = {}
+    for name in outputs_of(case):
+        kind = np.full(len(fx.value[name]), KIND_FINITE, dtype=np.int8)
+        alternatives = {}
+        for flat, e in fx.special[name].items():
+            if len(e) == 1 and isinstance(e[0], Special):
+                kind[flat] = _SPECIAL_KIND[e[0].kind]
+            else:
+                kind[flat] = KIND_ALTERNATIVES
+                alternatives[flat] = e
+        expected[name] = ExpectedArray(fmts[name], kind, fx.value[name], fx.residual[name], fx.sigma[name],
+                                       alternatives)
+    layout, offset = [], 0
+    for k in range(len(case.steps)):
+        for i, p in enumerate(case.params):
+            layout.append((k, i, offset, len(p.w)))
+            offset += len(p.w)
+    vc = VectorCase(id=case_id, suite=suite, file=f"<{suite}>", comment="", flags=(), result="must-match",
+                    case=case, tolerance={k: float(v) for k, v in tolerances()[case.dtype].items()},
+                    expected=expected, layout=tuple(layout))
+    return vc, fx.fast_elements, fx.mpmath_elements

@@ -1,11 +1,14 @@
 """High-precision mpmath reference for MXNet's AdaBelief update (see spec/).
 
 Public surface: the case model, :func:`golden` (provably correctly rounded expectations with
-error scales), the IEEE formats and the vector generator.
+error scales), :func:`fast_golden` and :func:`fast_expected` (the same expectations from the fast
+double-double path, mpmath only for the elements it cannot settle), the IEEE formats and the
+vector generator.
 """
 
 from __future__ import annotations
 
+from ._fast import FastExpected, fast_expected, fast_golden
 from ._formats import (
     FLOAT16,
     FLOAT32,
@@ -51,6 +54,7 @@ __all__ = [
     "CaseInputs",
     "DtypeSpec",
     "Expectation",
+    "FastExpected",
     "Finite",
     "Format",
     "GoldenCase",
@@ -59,6 +63,8 @@ __all__ = [
     "Profile",
     "Special",
     "StepInput",
+    "fast_expected",
+    "fast_golden",
     "format_named",
     "golden",
     "hexfloat",

@@ -556,3 +556,19 @@ def test_unwritable_step_summary_is_one_line_and_keeps_the_other_reports(capsys,
                        str(report), "--no-progress")
     assert code == 2 and "--step-summary: " in _one_error_line(err) and "cannot write" in err
     assert json.loads(report.read_text())["totals"]["passed"] == 15 * N_PROFILES
+
+
+def test_reference_fast_gives_the_same_values(capsys) -> None:
+    argv = ["reference", "--dtype", "float32", "--profile", "tensorflow", "--w", "10,-0.1,3", "--g", "0.3,0x1.8p-3,-2",
+            "--g", "0.1,0.2,0.3", "--t", "4", "--wd", "0.05", "--json"]
+    code, out, _ = run(capsys, *argv)
+    code_fast, out_fast, _ = run(capsys, *argv, "--fast")
+    assert code == code_fast == 0
+    slow, fast = json.loads(out), json.loads(out_fast)
+    for a, b in zip(slow["steps"], fast["steps"]):
+        for name, exps in a["outputs"].items():
+            for e, f in zip(exps, b["outputs"][name]):
+                assert [x.get("value", x.get("kind")) for x in e] == [x.get("value", x.get("kind")) for x in f]
+                for x, y in zip(e, f):
+                    if "sigma" in x:
+                        assert abs(float.fromhex(x["sigma"]) - float.fromhex(y["sigma"])) <= 1e-12 * float.fromhex(x["sigma"])
