@@ -36,6 +36,33 @@ def test_random_cases_are_valid_cases_of_their_formats(profile, dtype) -> None:
         assert repr(case) == repr(random_case(np.random.default_rng([7, k]), profile, dtype, 16))
 
 
+def test_regular_batches_are_large_and_every_16th_is_a_small_edge_batch() -> None:
+    plan = plan_batches(10**6, 8192, PAIRS, (0, 1))
+    assert sum(b[3] for b in plan) == 10**6
+    edges = [b for b in plan if b[4]]
+    assert edges and all(b[0] % 16 == 15 and b[3] == 64 for b in edges)
+    assert all(b[3] == 8192 for b in plan[:-1] if not b[4])
+    assert {(b[1], b[2]) for b in edges} == set(PAIRS) == {(b[1], b[2]) for b in plan if not b[4]}
+
+
+@pytest.mark.parametrize("profile", profile_names())
+def test_regular_cases_are_finite_and_mostly_on_the_fast_path(profile) -> None:
+    from adabelief_reference import fast_expected
+
+    fast = slow = 0
+    for k, dtype in enumerate(sorted(DTYPES)):
+        case = random_case(np.random.default_rng([9, k]), profile, dtype, 2048, regular=True)
+        hp = case.hyperparameters
+        values = [x for p in case.params for x in (*p.w, *p.m, *p.s)] + [
+            x for st in case.steps for g in st.grads for x in g]
+        assert all(np.isfinite(values)) and all(np.isfinite([hp.learning_rate, hp.epsilon, hp.wd, hp.rescale_grad]))
+        assert hp.clip_gradient is None or hp.clip_gradient > 0
+        fx = fast_expected(case)
+        fast += fx.fast_elements
+        slow += fx.mpmath_elements
+    assert slow <= 0.02 * (fast + slow), (fast, slow)
+
+
 def test_shards_partition_the_batches() -> None:
     full = plan_batches(1000, 10, PAIRS, (0, 1))
     parts = [plan_batches(1000, 10, PAIRS, (i, 3)) for i in range(3)]
