@@ -190,21 +190,29 @@ def _sub_case(case: CaseInputs, param: int, element: int, n_steps: int) -> CaseI
     return replace(case, params=(one,), steps=steps)
 
 
-def _shrink(impl: Any, case: CaseInputs, comment: str) -> tuple[str, str]:
+_SHRINK_TRIES = 64  # single elements tried before the whole case is kept
+
+
+def _shrink(impl: Any, case: CaseInputs, comment: str,
+            failing: Sequence[tuple[int, int, int]] = ()) -> tuple[str, str]:
     """The smallest failing sub-case: one element of one parameter, the fewest steps. The update
-    is element-wise, so an element fails alone as it failed among the others."""
-    for n_steps in range(1, len(case.steps) + 1):
-        for pi, p in enumerate(case.params):
-            for j in range(len(p.w)):
-                sub = _sub_case(case, pi, j, n_steps)
-                try:
-                    vc, text = _vector_case(sub, comment)  # mpmath-proven, for the file
-                except Exception:
-                    continue
-                with np.errstate(all="ignore"):
-                    out = run_case(impl, vc, max_failures=3)
-                if out.status in ("failed", "errored"):
-                    return text, out.message
+    is element-wise, so an element fails alone as it failed among the others. ``failing``: the
+    (step, parameter, element) the comparison reported, tried first."""
+    order = list(dict.fromkeys([(pi, j) for _, pi, j in failing] +
+                               [(pi, j) for pi, p in enumerate(case.params) for j in range(len(p.w))]))
+    order = order[:_SHRINK_TRIES]
+    first_step = min((k for k, _, _ in failing), default=0)
+    for n_steps in range(first_step + 1, len(case.steps) + 1):
+        for pi, j in order:
+            sub = _sub_case(case, pi, j, n_steps)
+            try:
+                vc, text = _vector_case(sub, comment)  # mpmath-proven, for the file
+            except Exception:
+                continue
+            with np.errstate(all="ignore"):
+                out = run_case(impl, vc, max_failures=3)
+            if out.status in ("failed", "errored"):
+                return text, out.message
     # nothing smaller fails on its own (a failure only in multi-parameter bookkeeping): keep all
     vc, text = _vector_case(case, comment)
     with np.errstate(all="ignore"):
@@ -233,7 +241,8 @@ def run_batch(spec: str | None, cmd: str | None, seed: int, batch: int, profile:
     result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast=slow == 0,
                          fast_elements=fast, mpmath_elements=slow, edge=edge)
     if out.status in ("failed", "errored"):
-        result.counterexample, result.message = _shrink(impl, case, comment)
+        result.counterexample, result.message = _shrink(
+            impl, case, comment, [(f.step, f.param, f.element) for f in out.failures])
     result.seconds = time.perf_counter() - t0
     return result
 
