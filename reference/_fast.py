@@ -285,8 +285,9 @@ def _first_moment(C: _Case, m: _V, gc: _V, nodes: list[Any]) -> _V:
     loc_d = dmg * (2 * e_om + Em(c)) + c * Em(dmg) + Em(dmg * c)
     m1.e = (mb1 * m.e + mom * gc.e + dmg * b1.e
             + np.maximum(np.maximum(loc_a, loc_b), np.maximum(loc_c, loc_d)) + E(m1))
-    nodes.append(m1)
-    nodes.append(dmg)
+    # every node the reference bounds (E) is range-checked: one at the overflow threshold sets
+    # the reference's case-wide overflow flag
+    nodes.extend((m1, bm, og, dmg, mb1 * dmg, mom * dmg, c * dmg))
     return m1
 
 
@@ -304,7 +305,8 @@ def _second_moment(C: _Case, s: _V, r2: _V, nodes: list[Any]) -> _V:
     bd = b2.x.hi * dsr
     loc_b = mb2 * Em(np.abs(dsr)) + Em(np.abs(bd)) + Em(np.abs(bd + r2.x.hi))
     s1.e = (mb2 * s.e + mob * r2.e + np.abs(dsr) * b2.e + eps.e + np.maximum(loc_a, loc_b) + E(s1))
-    nodes.extend((part, s1, np.abs(dsr), np.abs(bd + r2.x.hi), me))
+    nodes.extend((part, s1, bs, orr, np.abs(dsr), np.abs(bd + r2.x.hi), me, orr.x.hi + eps.x.hi,
+                  bs.x.hi + eps.x.hi))
     return s1
 
 
@@ -353,7 +355,7 @@ def _step_before(C: _Case, sc: dict[str, _V], m1: _V, s1: _V, good: np.ndarray, 
     loc_hat = np.where(dh > 0, mlr / np.where(dh > 0, dh, 1.0) * Em(mh)
                        + kh * (sh_term + Em(qh) + Em(er) + Em(dh)) + mlr * Em(rt) + Em(mlr * rt), 0.0)
     delta.e = np.where(md > 0, prop + loc_dd + np.maximum(np.maximum(loc_eta, loc_lrm), loc_hat), 0.0)
-    nodes.extend((q, d, ratio, delta, mem, mh, sh, dh, mlr * rt))
+    nodes.extend((q, d, ratio, delta, mem, mh, sh, dh, rt, mlr * rt))
     return delta
 
 
@@ -421,7 +423,7 @@ def _rectified(C: _Case, sc: dict[str, _V], branch: str, rho: _V | None, m1: _V,
         a_prop = lr.e / mbc1 + _mag(lr) * bc1.e / mbc1**2
         loc = np.maximum(mm1 * Em(_mag(a)), _mag(lr) * Em(mm1 / mbc1)) + E(out)
         out.e = mm1 * a_prop + _mag(a) * m1.e + loc
-        nodes.append(out)
+        nodes.extend((out, _mag(lr) * mm1, mm1 / mbc1))
         return out
     assert rho is not None
     placement = ("before-bias-correction" if C.prof.rectification.endswith("before-bias-correction")
@@ -451,7 +453,7 @@ def _decoupled(C: _Case, sc: dict[str, _V], w: _V, delta: _V, nodes: list[Any]) 
         u_plus = Em(t3 / mlr) if mlr else 0.0
         loc_in = mlr * (Em(_mag(sc["wd"]) * mw) + u_plus) + Em(t3) + E(out)
     out.e = _mag(k) * w.e + mw * c.e + delta.e + np.maximum(loc_mult, loc_in)
-    nodes.extend((wk, out, t3))
+    nodes.extend((wk, out, t3, cw, _mag(sc["wd"]) * mw, t3 / np.where(_mag(sc["lr"]) > 0, _mag(sc["lr"]), 1.0)))
     return out
 
 
@@ -572,7 +574,9 @@ def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutpu
                 ok[i] &= g_ok
                 g = _const(np.where(g_ok, g_raw, 1.0))
                 new, good = _element(C, state[i], g, rescale, sc, rect)
-                ok[i] &= good | tainted[i]
+                # a tainted element's outputs are "any", but its intermediates still count for the
+                # reference's case-wide flags: out of range, it goes to mpmath like any other
+                ok[i] &= good
                 unsafe = (C.unsafe | uncertain) & ok[i] & ~tainted[i]
                 state[i] = {n: _benign(v, ok[i], n) for n, v in new.items()}
             else:
@@ -632,8 +636,8 @@ def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
     exact = ok & carried & (b == 0) & (e == 0) & (v.x.lo == 0) & (value == v.x.hi) & np.isfinite(value)
     # the bound certainly as large as the value, and above the format's least normal: "any"
     anything = ok & np.isfinite(value) & (e > a * (1 + 1e-9)) & (e > math.ldexp(1.0, fmt.emin) * (1 + 1e-9))
-    if forced is not None:  # implementation-defined elements (_Graph.check_divisor)
-        anything |= forced
+    if forced is not None:  # implementation-defined elements (_Graph.check_divisor), in range
+        anything |= forced & ok
     return FastOutput(value + 0.0, np.where(exact, 0.0, residual), np.where(exact, 0.0, sigma),
                       decided | exact | anything, anything)
 
