@@ -52,10 +52,16 @@ EDGE_BATCH_ELEMENTS = 64
 
 # ----- random cases (numpy only: reproducible from the seed alone) ------------------------------
 
-def _values(rng: np.random.Generator, fmt: Any, n: int, *, nonnegative: bool, exotic: bool) -> tuple[float, ...]:
-    """n values of ``fmt``: log-uniform magnitudes in [2^-20, 2^6] mostly; with ``exotic``, one in
-    eight an edge (0, ±inf, NaN, the largest value, a subnormal) or anything in the range."""
-    mags = np.exp2(rng.uniform(-20.0, 6.0, n))
+def _values(rng: np.random.Generator, fmt: Any, n: int, *, nonnegative: bool, exotic: bool,
+            wide: bool = False, top: Any = None) -> tuple[float, ...]:
+    """n values of ``fmt``: log-uniform magnitudes in [2^-20, 2^6] mostly, or with ``wide`` from
+    the least subnormal (2^-150 for float64) to 2^(emax/3) (whose squares still fit); with
+    ``exotic``, one in eight an edge (0, ±inf, NaN, the largest value, a subnormal) or anything in
+    the range. ``top``: a format whose range bounds the wide magnitudes too (float16-mp's master
+    weights: their float16 copies stay finite)."""
+    emax = fmt.emax if top is None else min(fmt.emax, top.emax)
+    lo, hi = (max(fmt.emin - fmt.precision + 1, -150), min(emax / 3, 40.0)) if wide else (-20.0, 6.0)
+    mags = np.exp2(rng.uniform(lo, hi, n))
     signs = np.ones(n) if nonnegative else rng.choice([-1.0, 1.0], n)
     x = mags * signs
     if exotic:
@@ -110,6 +116,8 @@ def random_case(rng: np.random.Generator, profile: str, dtype: str, elements: in
     spec = DTYPES[dtype]
     hp = _hyperparameters(rng, profile, spec.compute, regular)
     exotic = bool(rng.random() < 0.25) and not regular
+    # one regular case in eight spans (nearly) the formats' whole range, subnormals included
+    wide = regular and bool(rng.random() < 0.125)
     n_steps = int(rng.integers(1, 4))
     n_params = int(rng.integers(1, 3))
     per_param = max(1, elements // (n_steps * n_params))
@@ -117,15 +125,15 @@ def random_case(rng: np.random.Generator, profile: str, dtype: str, elements: in
     t_choices = [0, 1, 5, 100, 10**6, 2**31 - 1]
     params = tuple(
         ParamInput(
-            w=_values(rng, spec.master, n, nonnegative=False, exotic=exotic),
-            m=_values(rng, spec.compute, n, nonnegative=False, exotic=exotic),
-            s=_values(rng, spec.compute, n, nonnegative=True, exotic=exotic),
+            w=_values(rng, spec.master, n, nonnegative=False, exotic=exotic, wide=wide, top=spec.storage),
+            m=_values(rng, spec.compute, n, nonnegative=False, exotic=exotic, wide=wide),
+            s=_values(rng, spec.compute, n, nonnegative=True, exotic=exotic, wide=wide),
             t=int(rng.choice(t_choices)) if rng.random() < 0.5 else int(rng.integers(0, 20)),
             lr_mult=float(rng.choice([1.0, 1.0, 0.5, 2.0])), wd_mult=float(rng.choice([1.0, 1.0, 0.0, 3.0])),
-            index=i, s_max=_values(rng, spec.compute, n, nonnegative=True, exotic=exotic) if hp.amsgrad else None)
+            index=i, s_max=_values(rng, spec.compute, n, nonnegative=True, exotic=exotic, wide=wide) if hp.amsgrad else None)
         for i, n in enumerate(sizes))
     steps = tuple(
-        StepInput(tuple(_values(rng, spec.storage, n, nonnegative=False, exotic=exotic) for n in sizes),
+        StepInput(tuple(_values(rng, spec.storage, n, nonnegative=False, exotic=exotic, wide=wide) for n in sizes),
                   None if rng.random() < 0.8 else float(rng.choice([1.0, 0.5, 2.0, 4.0] if regular
                                                                    else [1.0, 0.5, 0.0, math.nan, 4.0])))
         for _ in range(n_steps))

@@ -178,6 +178,17 @@ class Evaluator:
             return X(NAN)
         return X(PINF if sa * sb > 0 else NINF)
 
+    def square(self, a: X) -> X:
+        """a*a. Where a's interval straddles zero (the alternative forms' r = g - m', whose exact
+        value may be 0), the product of two independent intervals would straddle zero too and a
+        square root of it could never be decided: the square's own enclosure, [0, max^2], is used
+        there; elsewhere the product, as before."""
+        if a.k == FIN:
+            lo, hi = a.v._mpi_
+            if mpf_cmp(lo, _ZERO) < 0 < mpf_cmp(hi, _ZERO):
+                return self.fin(a.v**2)
+        return self.mul(a, a)
+
     def div(self, a: X, b: X) -> X:
         if NAN in (a.k, b.k):
             return X(NAN)
@@ -198,6 +209,8 @@ class Evaluator:
             return X(NAN)
         if a.k == PINF:
             return X(PINF)
+        if mpf_cmp(a.v._mpi_[0], _ZERO) >= 0:  # [0, x] (a square that may be 0) too
+            return X(FIN, self.iv.sqrt(a.v))
         if self.sign(a) < 0:
             return X(NAN)
         return X(FIN, self.iv.sqrt(a.v))

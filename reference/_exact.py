@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ._arith import FIN, FORMS, NAN, NINF, PINF, POW_WEIGHT, Evaluator, NeedPrecision, X
+from mpmath.libmp import mpf_cmp
+
+from ._arith import _ZERO, FIN, FORMS, NAN, NINF, PINF, POW_WEIGHT, Evaluator, NeedPrecision, X
 from ._formats import FLOAT16
 from ._model import CaseInputs
 from ._profiles import Profile, profile_named
@@ -218,6 +220,15 @@ class _Graph:
                 loc = mag(b2) * E(d) + E(bd) + E(q) + (E(r) if in_state else 0)
             results.append((r, loc))
         out = results[0][0]
+        if ev.mode is not None and out.k == FIN and all(x.k == FIN for x in (b2, s, r2, eps)):
+            # s' = b2*s + (1-b2)*r2 (+ eps) is nonnegative when its parts are and 0 <= b2 <= 1; form
+            # B's interval b2*(s - r2) + r2 may straddle 0 where s' = 0 exactly (r2's enclosure
+            # [0, d] enters twice): it is cut at 0, so that its square root can be taken
+            lo, hi = out.v._mpi_
+            zero = ev.iv.mpf(0)
+            nonneg = all(x.v >= zero for x in (s, r2, eps)) and b2.v >= zero and b2.v <= self.one.v
+            if nonneg and mpf_cmp(lo, _ZERO) < 0 <= mpf_cmp(hi, _ZERO):
+                out = X(FIN, ev.iv.mpf((0, ev.pl.make_mpf(hi))), out.e)
         if out.k == FIN:
             ob = ev.sub(self.one, b2)
             prop = mag(b2) * s.e + mag(ob) * r2.e + mag(ev.sub(s, r2)) * b2.e
@@ -373,7 +384,7 @@ class _Graph:
             r = ev.sub(gc, m1)
         if r.k == FIN:
             r.e = gc.e + m1.e + ev.E(r)
-        r2 = ev.mul(r, r)
+        r2 = ev.square(r)
         if r2.k == FIN:
             # |(r+d)^2 - r^2| <= 2|r|d + d^2: the square term matters where r is (nearly) zero.
             r2.e = 2 * ev.mag(r) * r.e + r.e**2 + ev.E(r2)

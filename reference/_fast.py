@@ -586,9 +586,12 @@ def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutpu
                    for n in names if n != "w16"}
             if "w16" in names:
                 w1 = state[i]["w"]
-                res["w16"] = _round(_V(w1.x, w1.b, w1.e + np.maximum(np.abs(w1.x.hi) * 2.0**-FLOAT16.precision,
-                                                                     math.ldexp(1.0, FLOAT16.emin - FLOAT16.precision))),
-                                    ok[i], FLOAT16, ops, False, tainted[i] | unsafe)
+                floor16 = math.ldexp(1.0, FLOAT16.emin - FLOAT16.precision)
+                e16 = w1.e + np.maximum(np.abs(w1.x.hi) * 2.0**-FLOAT16.precision, floor16)
+                # where the floor certainly wins the max, σ = (w's bound + floor16)/u16 is at least
+                # the power of two floor16/u16 in the reference as here: the same ulp(σ)
+                at_floor = np.abs(w1.x.hi) * 2.0**-FLOAT16.precision < floor16 * (1 - 1e-9)
+                res["w16"] = _round(_V(w1.x, w1.b, e16), ok[i], FLOAT16, ops, False, tainted[i] | unsafe, at_floor)
             tainted[i] |= unsafe
             row.append(res)
         out.append(row)
@@ -606,7 +609,7 @@ def _benign(v: _V, ok: np.ndarray, name: str) -> _V:
 
 
 def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
-           forced: np.ndarray | None = None) -> FastOutput:
+           forced: np.ndarray | None = None, sigma_above: np.ndarray | None = None) -> FastOutput:
     """Round the exact value to ``fmt`` where the interval [x - b, x + b] rounds one way: where
     |x - value| + b stays below half the gap to the nearer neighbour of value."""
     dt = np.dtype(fmt.name)
@@ -619,18 +622,23 @@ def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
     a = np.abs(value)
     # zero or tiny values and bounds: there the subnormal floors of the bound dominate σ, and the
     # interval reference's magnitudes (upper ends of intervals) are what count: mpmath decides
-    decided = ok & ((np.abs(residual) + b) * (1 + 2.0**-40) < gap / 2) & (a >= D.SAFE_MIN) & (e > 2.0**-900)
+    # a zero value is decided like any other (x certainly rounds to it); tiny nonzero ones are not
+    decided = (ok & ((np.abs(residual) + b) * (1 + 2.0**-40) < gap / 2) & ((a >= D.SAFE_MIN) | (a == 0))
+               & (e > 2.0**-900))
     sigma = e / u
     # σ so close to a power of two that ulp(σ) could differ from the reference's: mpmath decides
     frac = np.frexp(sigma)[0]
-    decided &= (np.abs(frac - 0.5) > 1e-12) & (sigma > 0)
+    sigma_ok = (np.abs(frac - 0.5) > 1e-12) & (sigma > 0)
+    if sigma_above is not None:  # σ at or just above a power of two in both evaluations
+        sigma_ok |= sigma_above & (sigma > 0)
+    decided &= sigma_ok
     # the reference's _admissible: a bound as large as the value means "any"
     close = np.abs(e - a) <= 1e-9 * a
     decided &= ~close & ~((e >= a) & (e > math.ldexp(1.0, fmt.emin)))
     # an exact value (no error at all) halfway between two values of fmt: a tie, rounded to even
     # by _round_dd; the residual is exact there (x - value is a sum of two nearby doubles)
     tie = ok & (b == 0) & (res.lo == 0) & (np.abs(res.hi) == gap / 2)
-    decided |= tie & ~close & ~((e >= a) & (e > math.ldexp(1.0, fmt.emin))) & (np.abs(frac - 0.5) > 1e-12) & (
+    decided |= tie & ~close & ~((e >= a) & (e > math.ldexp(1.0, fmt.emin))) & sigma_ok & (
         a >= D.SAFE_MIN) & (e > 2.0**-900)
     # a value carried unchanged by a skipped step: exact, σ 0; mpmath has no -0
     exact = ok & carried & (b == 0) & (e == 0) & (v.x.lo == 0) & (value == v.x.hi) & np.isfinite(value)

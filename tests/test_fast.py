@@ -141,3 +141,24 @@ def test_implementation_defined_cases_are_any_everywhere() -> None:
     g = fast_golden(clip0)
     assert g is not None and g.steps == golden(clip0).steps
     assert all(e == (Special("any"),) for row in g.steps for res in row for es in res.values() for e in es)
+
+
+def test_the_reference_evaluates_alternative_forms_where_a_second_moment_is_exactly_zero() -> None:
+    """Found by the slow agreement test: in the alternative forms (evaluated because another
+    element overflows), r = g - m' of an element with m' = g has the enclosure [-d, d], so r^2 and
+    the fused form's s' = b2*(s - r^2) + r^2 straddled 0 where s' = 0 exactly, and their square
+    roots raised NeedPrecision at every precision. The square's own enclosure and s' cut at 0
+    (it is nonnegative) fix it; mode None, and so the vectors, are unchanged."""
+    from adabelief_reference._fast import _sub_case
+
+    k = 767
+    profile, dtype = PAIRS[k % len(PAIRS)]
+    assert (profile, dtype) == ("optax", "float64")
+    case = random_case(np.random.default_rng([4, k]), profile, dtype, 48)
+    sub = _sub_case(case, [(0, np.array([0, 5, 6, 14]))])
+    exact = golden(sub)  # raised NeedPrecision('sign') before
+    fast = fast_golden(sub)
+    assert fast is not None
+    for a, b in zip(exact.steps, fast.steps):
+        for name, exps in a[0].items():
+            assert all(_same(e, f) for e, f in zip(exps, b[0][name]))
