@@ -70,8 +70,8 @@ def _values(rng: np.random.Generator, fmt: Any, n: int, *, nonnegative: bool, ex
                          ([] if nonnegative else [-0.0, -math.inf, -big, -tiny]))
         pick = rng.random(n) < 0.125
         x = np.where(pick, rng.choice(edges, n), x)
-        wide = rng.random(n) < 0.0625
-        x = np.where(wide, np.exp2(rng.uniform(fmt.emin - fmt.precision, fmt.emax, n)) * signs, x)
+        anywhere = rng.random(n) < 0.0625
+        x = np.where(anywhere, np.exp2(rng.uniform(fmt.emin - fmt.precision, fmt.emax, n)) * signs, x)
     dt = np.dtype(fmt.name)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         return tuple(float(v) for v in x.astype(dt).astype(np.float64))
