@@ -105,6 +105,9 @@ class _Ops:
         self.u = math.ldexp(1.0, -fmt.precision)
         self.half_eta = math.ldexp(1.0, fmt.emin - fmt.precision)
         self.limit = math.ldexp(1.0, fmt.emax - 1)  # half the overflow threshold: a margin
+        # the overflow threshold (the largest finite value for binary64, 2^-53 relative below it)
+        self.threshold = min(float((2 ** (fmt.precision + 1) - 1) * 2.0 ** (fmt.emax - fmt.precision)),
+                             float(np.finfo(np.float64).max))
 
     def E(self, m: Any, weight: float = 1.0) -> Any:
         """The bound of one rounding site whose exact result has magnitude m (an array)."""
@@ -200,7 +203,8 @@ class _Case:
         om, ob = self.ops.sub(self.one, self.b1), self.ops.sub(self.one, self.b2)
         om.e, ob.e = np.float64(0.0), np.float64(0.0)
         self.om, self.ob = om, ob
-        self.unsafe = np.zeros(0, dtype=bool)  # of the element step being evaluated
+        self.unsafe = np.zeros(0, dtype=bool)  # of the element step being evaluated: w is "any"
+        self.unsafe_all = np.zeros(0, dtype=bool)  # every output is "any"
 
     def scalars(self, lr_mult: float, wd_mult: float, t: int) -> dict[str, _V] | None:
         ev, leaf = self.ev, self.leaf
@@ -465,6 +469,7 @@ def _element(C: _Case, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V],
     w, m, s = st["w"], st["m"], st["s"]
     good = np.ones(np.shape(w.x.hi), dtype=bool)
     C.unsafe = np.zeros(np.shape(w.x.hi), dtype=bool)
+    C.unsafe_all = np.zeros(np.shape(w.x.hi), dtype=bool)
     nodes: list[Any] = []
     gc = _gradient(C, g, w, rescale, sc, good, nodes)
     m1 = _first_moment(C, m, gc, nodes)
@@ -501,9 +506,19 @@ def _element(C: _Case, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V],
     for v in nodes:
         if isinstance(v, _V):
             a = np.abs(v.x.hi)
-            good &= (a + v.b + v.e < limit) & ((a >= D.SAFE_MIN) | (a == 0))
+            good &= (a + v.b < limit) & ((a >= D.SAFE_MIN) | (a == 0))
         else:
             good &= np.abs(v) < limit
+    # _Graph.check_range: where a node's bound reaches the overflow threshold although its value
+    # does not, every output of the element is "any" from this step on (C.unsafe_all); near that
+    # boundary, mpmath decides
+    for v in (gc, m1, r, r2, s1, delta, w1) + (() if smax1 is None else (smax1,)):
+        a = np.abs(v.x.hi)
+        reach = a + v.b + v.e
+        clear = reach * (1 + 1e-9) < ops.threshold
+        over = (a + v.b < limit) & ((a - v.b + v.e) >= ops.threshold * (1 + 1e-9))
+        good &= clear | over
+        C.unsafe_all |= over & ~clear
     out = {"w": w1, "m": m1, "s": s1}
     if smax1 is not None:
         out["s_max"] = smax1
@@ -577,6 +592,7 @@ def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutpu
                 # a tainted element's outputs are "any", but its intermediates still count for the
                 # reference's case-wide flags: out of range, it goes to mpmath like any other
                 ok[i] &= good
+                tainted[i] |= C.unsafe_all & ok[i]
                 unsafe = (C.unsafe | uncertain) & ok[i] & ~tainted[i]
                 state[i] = {n: _benign(v, ok[i], n) for n, v in new.items()}
             else:
@@ -610,12 +626,13 @@ def _benign(v: _V, ok: np.ndarray, name: str) -> _V:
 
 def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
            forced: np.ndarray | None = None, sigma_above: np.ndarray | None = None) -> FastOutput:
-    """Round the exact value to ``fmt`` where the interval [x - b, x + b] rounds one way: where
-    |x - value| + b stays below half the gap to the nearer neighbour of value."""
+    """Round the exact value to ``fmt`` where the interval [x - b, x + b] rounds one way: where it
+    stays strictly between the midpoints from value to its two neighbours."""
     dt = np.dtype(fmt.name)
-    value, gap = _round_dd(v.x, dt)
+    value, up, down = _round_dd(v.x, dt)
     res = D.sub(v.x, D.DD(value, np.zeros_like(value)))
     residual = res.hi + res.lo
+    gap = np.where(residual > 0, up, down)  # on x's side of value (for ties)
     u = math.ldexp(1.0, -fmt.precision)
     b = np.broadcast_to(v.b, value.shape)
     e = np.broadcast_to(v.e, value.shape)
@@ -623,8 +640,10 @@ def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
     # zero or tiny values and bounds: there the subnormal floors of the bound dominate σ, and the
     # interval reference's magnitudes (upper ends of intervals) are what count: mpmath decides
     # a zero value is decided like any other (x certainly rounds to it); tiny nonzero ones are not
-    decided = (ok & ((np.abs(residual) + b) * (1 + 2.0**-40) < gap / 2) & ((a >= D.SAFE_MIN) | (a == 0))
-               & (e > 2.0**-900))
+    # [x - b, x + b] strictly between the midpoints to value's two neighbours
+    grow = 1 + 2.0**-40
+    inside = ((residual + b) * grow < up / 2) & ((b - residual) * grow < down / 2)
+    decided = ok & inside & ((a >= D.SAFE_MIN) | (a == 0)) & (e > 2.0**-900)
     sigma = e / u
     # σ so close to a power of two that ulp(σ) could differ from the reference's: mpmath decides
     frac = np.frexp(sigma)[0]
@@ -650,13 +669,12 @@ def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
                       decided | exact | anything, anything)
 
 
-def _round_dd(x: D.DD, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """hi + lo correctly rounded to ``dt`` (float16, float32 or float64), and the smaller gap to
-    its two neighbours in ``dt`` (NaN where the value is not finite)."""
+def _round_dd(x: D.DD, dt: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hi + lo correctly rounded to ``dt`` (float16, float32 or float64), and the gaps to its
+    upper and lower neighbours in ``dt`` (NaN where the value is not finite)."""
     if dt == np.float64:
         r = x.hi + x.lo  # |lo| <= ulp(hi)/2: hi + lo rounds correctly except at ties
-        gap = np.minimum(np.nextafter(r, np.inf) - r, r - np.nextafter(r, -np.inf))
-        return r, gap
+        return r, np.nextafter(r, np.inf) - r, r - np.nextafter(r, -np.inf)
     # round hi, then correct by lo: hi alone may sit on a tie of dt that lo tips
     rd = x.hi.astype(dt)
     r = rd.astype(np.float64)
@@ -666,12 +684,12 @@ def _round_dd(x: D.DD, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     go_up, go_down = diff > up / 2, -diff > down / 2
     moved = go_up | go_down
     if not moved.any():
-        return r, np.minimum(up, down)
+        return r, up, down
     r = np.where(go_up, r + up, np.where(go_down, r - down, r))
     rd = r.astype(dt)
     up = np.nextafter(rd, np.array(np.inf, dt)).astype(np.float64) - r
     down = r - np.nextafter(rd, np.array(-np.inf, dt)).astype(np.float64)
-    return r, np.minimum(up, down)
+    return r, up, down
 
 
 # ----- expectations -------------------------------------------------------------------------------
