@@ -45,8 +45,8 @@ __all__ = ["CAMPAIGN_FORMAT", "BatchResult", "CampaignReport", "random_case", "r
 
 CAMPAIGN_FORMAT = "adabelief-conformance-campaign"
 CAMPAIGN_FORMAT_VERSION = 1
-DEFAULT_BATCH_ELEMENTS = 8192
-EDGE_PERIOD = 16  # every 16th batch is an edge batch
+DEFAULT_BATCH_ELEMENTS = 32768
+EDGE_PERIOD = 4  # every 4th batch is an edge batch
 EDGE_BATCH_ELEMENTS = 64
 
 

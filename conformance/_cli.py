@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--dask", metavar="ADDRESS",
                     help="run on a Dask cluster: a scheduler address, or 'local' for a LocalCluster "
                          "of --jobs worker processes (pip install 'adabelief-conformance[dask]')")
-    cp.add_argument("--batch-elements", type=int, default=8192, metavar="N",
-                    help="element-steps per regular random case (default 8192; every 16th case is an "
+    cp.add_argument("--batch-elements", type=int, default=32768, metavar="N",
+                    help="element-steps per regular random case (default 32768; every 4th case is an "
                          "edge case of at most 64, with special values)")
     cp.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                     help="folder for the shrunk counterexamples (default: the working directory)")
@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     b.add_argument("--png", type=Path, metavar="FILE", help="write a plot (needs matplotlib)")
     b.add_argument("--quick", action="store_true", help="few repetitions, small sizes")
+    b.add_argument("--threads", type=int, metavar="N",
+                   help="numba-parallel's thread count (default: the usable cores)")
+    b.add_argument("--load", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the CPU backends again with one core kept busy (default: on; off with --quick)")
+    b.add_argument("--no-reference", action="store_true",
+                   help="skip the reference and campaign throughput table")
+    b.add_argument("--campaign", action=argparse.BooleanOptionalAction, default=None,
+                   help="campaign throughput on 1 and 2 processes (default: on; off with --quick)")
     b.set_defaults(handler=_cmd_bench)
 
     sv = sub.add_parser(
@@ -548,12 +556,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"--sizes {args.sizes!r}: expected comma-separated integers") from None
         if not sizes or min(sizes) < 1:
             raise UsageError("--sizes: expected positive integers")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
     result = _call_with(mod.run_bench, {
         "sizes": (("sizes",), sizes, sizes is not None),
         "no-resnet": (("resnet50", "resnet", "include_resnet"), not args.no_resnet, args.no_resnet),
         "json": (("json_path", "json_out", "json"), args.json, args.json is not None),
         "png": (("png_path", "png_out", "png"), args.png, args.png is not None),
         "quick": (("quick",), args.quick, args.quick),
+        "threads": (("threads",), args.threads, args.threads is not None),
+        "load": (("load",), args.load, args.load is not None),
+        "no-reference": (("reference",), not args.no_reference, args.no_reference),
+        "campaign": (("campaign",), args.campaign, args.campaign is not None),
     })
     if isinstance(result, str):
         print(result)
