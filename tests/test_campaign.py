@@ -5,6 +5,7 @@ element and written as vector files that `check` reruns."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,30 @@ def test_usage_errors_are_one_line(args, needle) -> None:
     base = ["campaign", "numpy", "--elements", "10", "--no-progress"]
     r = subprocess.run([*CLI, *base, *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_workers_keep_freed_memory_where_dasks_nanny_would_trim_it() -> None:
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every freed temporary of the
+    fast path went back to the system and came back as page faults (a Dask worker ran campaigns at
+    half speed). A campaign worker raises glibc's thresholds: counted in page faults, not time."""
+    code = """
+import resource, sys
+import numpy as np
+from adabelief_conformance import _campaign
+if sys.argv[1] == "tuned":
+    _campaign._tune_malloc()
+x = np.ones(1 << 15)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(300):
+    y = (x * 2.0 + 1.0) * x
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    faults = {}
+    for mode in ("plain", "tuned"):
+        r = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        faults[mode] = int(r.stdout.split()[-1])
+    assert faults["plain"] > 1000 and faults["tuned"] < faults["plain"] / 10, faults
