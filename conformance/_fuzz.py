@@ -332,6 +332,13 @@ def fuzz(impl: Implementation, *, profile: str = "mxnet", dtype: str = "float32"
     calls = 0
     first_failure_at = 0
 
+    def reference_failed(case: CaseInputs, error: str) -> _ReferenceFailure:
+        """Record that the reference (or the format), not impl, failed on ``case``."""
+        nonlocal first_failure_at
+        found.append(_Found(case, None, None, error))
+        first_failure_at = first_failure_at or calls
+        return _ReferenceFailure(error)
+
     @_hypothesis_seed(seed)
     @settings(max_examples=max_examples, deadline=None, database=None, derandomize=False,
               report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False,
@@ -343,10 +350,8 @@ def fuzz(impl: Implementation, *, profile: str = "mxnet", dtype: str = "float32"
         calls += 1
         try:
             vc = live_vector_case(case, "<fuzz>", SUITE)[0]  # the fast reference path, mpmath behind
-        except Exception as e:  # the reference is at fault, not impl
-            found.append(_Found(case, None, None, f"{type(e).__name__}: {e}"))
-            first_failure_at = first_failure_at or calls
-            raise _ReferenceFailure(str(e)) from e
+        except Exception as e:
+            raise reference_failed(case, f"{type(e).__name__}: {e}") from e
         with np.errstate(all="ignore"):
             outcome = run_case(impl, vc, max_failures=3)
         if outcome.status not in ("failed", "errored"):
@@ -356,17 +361,12 @@ def fuzz(impl: Implementation, *, profile: str = "mxnet", dtype: str = "float32"
         try:
             text = dumps(vector_document(case, "found by adabelief-conformance fuzz", seed))
             vc = _load_document(text, "<fuzz>")
-        except Exception as e:  # the reference (or the format) is at fault, not impl
-            found.append(_Found(case, None, None, f"{type(e).__name__}: {e}"))
-            first_failure_at = first_failure_at or calls
-            raise _ReferenceFailure(str(e)) from e
+        except Exception as e:
+            raise reference_failed(case, f"{type(e).__name__}: {e}") from e
         with np.errstate(all="ignore"):
             proven = run_case(impl, vc, max_failures=3)
         if proven.status not in ("failed", "errored"):
-            error = "the fast reference path and mpmath disagree on this case"
-            found.append(_Found(case, None, None, error))
-            first_failure_at = first_failure_at or calls
-            raise _ReferenceFailure(error)
+            raise reference_failed(case, "the fast reference path and mpmath disagree on this case")
         found.append(_Found(case, text, proven))
         first_failure_at = first_failure_at or calls
         raise _Counterexample(proven.message)
