@@ -11,15 +11,23 @@ u^2 with u = 2^-53 (binary64's unit roundoff):
 | operation | algorithm | bound | largest seen (2·10^4 random pairs) |
 | --- | --- | --- | --- |
 | :func:`add` | AccurateDWPlusDW (Joldes, Muller, Popescu, ACM TOMS 44(2), 2017, Alg. 6) | 3 (proven: 3u^2/(1-4u)) | 1.39 |
-| :func:`mul` | Dekker's double-word product, no FMA | 7 | 2.33 |
-| :func:`div` | a binary64 quotient refined twice on exact double-word residuals | 16 | 1.58 |
-| :func:`sqrt` | Karp and Markstein's correction | 8 | below 1 |
+| :func:`mul` | Dekker's double-word product, no FMA | 9 (derived below: 8 + O(u)) | 2.33 |
+| :func:`div` | a binary64 quotient refined twice on exact double-word residuals | 24 (derived below: 15 + O(u)) | 1.58 |
+| :func:`sqrt` | Karp and Markstein's correction | 8 (derived below: 2 + O(u)) | below 1 |
 
-Only :func:`add`'s bound is a published proof for this exact algorithm; the other three are
-conservative choices, at least three times the largest error seen against exact rational
-arithmetic (tests/test_dd.py keeps checking that every result is within half its bound). Until
-they are proven, the fast path is also held to the same verdicts as mpmath on every element of
-the vector set (issue 9).
+:func:`add`'s bound is the published proof. The others, first order in u (|eps| <= u for each
+rounding, |xl| <= u|xh|, |yl| <= u|yh|), each rounded up past its O(u^3) terms:
+
+* mul: xy = xh*yh + xh*yl + xl*yh + xl*yl, with xh*yh exact (two_prod). Dropped: xl*yl (u^2);
+  rounded: xh*yl and xl*yh (u^2 each), their sum (2u^2), and its sum with two_prod's low part
+  (at most 3u|xh*yh| before rounding: 3u^2). In all 8u^2|xh*yh| <= 8u^2|xy|(1 + 2u + ...).
+* div: the first residual x - y*q1 is computed by mul and sub (9u^2 and 3u^2 of |x|); q2 and q3
+  only correct what is left (its own error u^3 relative); the last add 3u^2: 15u^2.
+* sqrt: s = fl(sqrt(xh)); the Newton correction (x - s^2)/(2s) leaves (x - s^2)^2/(8s^3), at most
+  u^2/2 relative; its rounding u*|corr| <= u^2; the residual's low part and subtraction: u^2/2.
+
+tests/test_dd.py keeps checking every result against exact rational arithmetic within half its
+bound, and the fast path is held to mpmath's verdicts on every element of the vector set.
 
 NumPy has no fused multiply-add, so exact products use Veltkamp's splitting (Dekker), exact
 for |x| < 2^996 (the split multiplies by 2^27 + 1).
@@ -55,8 +63,8 @@ __all__ = [
 U = 2.0**-53
 # Relative error bounds, in multiples of U**2, rounded up with margin (module doc).
 ADD_BOUND = 3.0001 * U * U
-MUL_BOUND = 7.0 * U * U
-DIV_BOUND = 16.0 * U * U
+MUL_BOUND = 9.0 * U * U
+DIV_BOUND = 24.0 * U * U
 SQRT_BOUND = 8.0 * U * U
 _SPLITTER = 2.0**27 + 1.0
 # Magnitudes within which every intermediate of the operations stays normal and finite: far from
