@@ -91,8 +91,8 @@ def _random_agreement(n_cases: int, seed: int, size: int, regular: bool) -> tupl
 
 @pytest.mark.parametrize("regular", [False, True])
 def test_agrees_with_mpmath_on_random_cases(regular) -> None:
-    decided, checked = _random_agreement(2 * len(PAIRS), 3, 24, regular)
-    assert checked > 1000 and decided > 0.8 * checked
+    decided, checked = _random_agreement(3 * len(PAIRS), 3, 32, regular)
+    assert checked > 2500 and decided > 0.8 * checked
 
 
 @pytest.mark.slow
