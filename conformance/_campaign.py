@@ -40,6 +40,7 @@ from adabelief_reference import (
 
 from ._compare import run_case
 from ._errors import UsageError
+from ._vectors import live_vector_case
 
 __all__ = ["CAMPAIGN_FORMAT", "BatchResult", "CampaignReport", "random_case", "run_campaign"]
 
@@ -156,10 +157,14 @@ class BatchResult:
     message: str = ""
     counterexample: str | None = None  # the shrunk case as a vector file (failed batches)
     seconds: float = 0.0
-    fast: bool = False  # every expectation from the fast reference path (no mpmath)
     fast_elements: int = 0  # element-steps whose expectations the fast path settled
     mpmath_elements: int = 0  # element-steps mpmath evaluated
     edge: bool = False  # an edge batch (special values drawn)
+
+    @property
+    def fast(self) -> bool:
+        """Every expectation from the fast reference path (no mpmath)."""
+        return self.status != "reference-error" and self.mpmath_elements == 0
 
 
 _TARGETS: dict[tuple[str | None, str | None], Any] = {}
@@ -182,12 +187,6 @@ def _vector_case(case: CaseInputs, comment: str) -> tuple[Any, str]:
 
     text = dumps(vector_document(case, comment))
     return _load_document(text, "<campaign>"), text
-
-
-def _expected_case(case: CaseInputs, batch_id: str) -> tuple[Any, int, int]:
-    from ._vectors import live_vector_case
-
-    return live_vector_case(case, batch_id, "campaign")
 
 
 def _sub_case(case: CaseInputs, param: int, element: int, n_steps: int) -> CaseInputs:
@@ -240,14 +239,14 @@ def run_batch(spec: str | None, cmd: str | None, seed: int, batch: int, profile:
     n = _element_steps(case)
     comment = f"found by adabelief-conformance campaign, seed {seed}, batch {batch}"
     try:
-        vc, fast, slow = _expected_case(case, f"campaign-{seed}-{batch}")
+        vc, fast, slow = live_vector_case(case, f"campaign-{seed}-{batch}", "campaign")
     except Exception as e:  # the reference is at fault, not the implementation
         return BatchResult(batch, profile, dtype, n, "reference-error", f"{type(e).__name__}: {e}",
                            seconds=time.perf_counter() - t0)
     with np.errstate(all="ignore"):
         out = run_case(impl, vc, max_failures=3)
-    result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast=slow == 0,
-                         fast_elements=fast, mpmath_elements=slow, edge=edge)
+    result = BatchResult(batch, profile, dtype, n, out.status, out.message, fast_elements=fast,
+                         mpmath_elements=slow, edge=edge)
     if out.status in ("failed", "errored"):
         result.counterexample, result.message = _shrink(
             impl, case, comment, [(f.step, f.param, f.element) for f in out.failures])

@@ -539,12 +539,17 @@ def _element(C: _Case, st: dict[str, _V], g: _V, rescale: _V, sc: dict[str, _V],
 _BENIGN = {"w": 0.5, "m": 0.25, "s": 1.0, "s_max": 1.0}
 
 
-def fast_case(case: CaseInputs, _checked: bool = False) -> list[list[dict[str, FastOutput]]] | None:
+def fast_case(case: CaseInputs) -> list[list[dict[str, FastOutput]]] | None:
     """Per step, per parameter: output name -> FastOutput; None when the whole case is left to
     mpmath (module doc). Implementation-defined cases are None too (see
     :func:`implementation_defined`)."""
+    return None if implementation_defined(case) else _evaluate(case)
+
+
+def _evaluate(case: CaseInputs) -> list[list[dict[str, FastOutput]]] | None:
+    """fast_case for a case known not to be implementation-defined."""
     prof = profile_named(case.profile)
-    if not _in_scope(case, prof) or (not _checked and implementation_defined(case)):
+    if not _in_scope(case, prof):
         return None
     try:
         with np.errstate(all="ignore"):
@@ -556,7 +561,6 @@ def fast_case(case: CaseInputs, _checked: bool = False) -> list[list[dict[str, F
 def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutput]]] | None:
     C = _Case(case, prof)
     spec = case.dtype_spec
-    ops = C.ops
     names = outputs_of(case)
     out_fmts = {"w": spec.master, "m": spec.compute, "s": spec.compute, "s_max": spec.compute, "w16": FLOAT16}
     state: list[dict[str, _V]] = []
@@ -608,7 +612,7 @@ def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutpu
                 state[i] = {n: _benign(v, ok[i], n) for n, v in new.items()}
             else:
                 unsafe = np.zeros(len(p.w), dtype=bool)
-            res = {n: _round(state[i][n], ok[i], out_fmts[n], ops, rescale is None,
+            res = {n: _round(state[i][n], ok[i], out_fmts[n], rescale is None,
                              tainted[i] | unsafe if n == "w" else tainted[i])
                    for n in names if n != "w16"}
             if "w16" in names:
@@ -618,7 +622,7 @@ def _fast_case(case: CaseInputs, prof: Profile) -> list[list[dict[str, FastOutpu
                 # where the floor certainly wins the max, σ = (w's bound + floor16)/u16 is at least
                 # the power of two floor16/u16 in the reference as here: the same ulp(σ)
                 at_floor = np.abs(w1.x.hi) * 2.0**-FLOAT16.precision < floor16 * (1 - 1e-9)
-                res["w16"] = _round(_V(w1.x, w1.b, e16), ok[i], FLOAT16, ops, False, tainted[i] | unsafe, at_floor)
+                res["w16"] = _round(_V(w1.x, w1.b, e16), ok[i], FLOAT16, False, tainted[i] | unsafe, at_floor)
             tainted[i] |= unsafe
             row.append(res)
         out.append(row)
@@ -635,49 +639,42 @@ def _benign(v: _V, ok: np.ndarray, name: str) -> _V:
               np.where(ok, v.e, 0.0))
 
 
-def _round(v: _V, ok: np.ndarray, fmt: Any, ops: _Ops, carried: bool = False,
-           forced: np.ndarray | None = None, sigma_above: np.ndarray | None = None) -> FastOutput:
+def _round(v: _V, ok: np.ndarray, fmt: Any, carried: bool = False, forced: np.ndarray | None = None,
+           sigma_above: np.ndarray | None = None) -> FastOutput:
     """Round the exact value to ``fmt`` where the interval [x - b, x + b] rounds one way: where it
     stays strictly between the midpoints from value to its two neighbours."""
-    dt = np.dtype(fmt.name)
-    value, up, down = _round_dd(v.x, dt)
+    value, up, down = _round_dd(v.x, np.dtype(fmt.name))
     res = D.sub(v.x, D.DD(value, np.zeros_like(value)))
     residual = res.hi + res.lo
-    gap = np.where(residual > 0, up, down)  # on x's side of value (for ties)
-    u = math.ldexp(1.0, -fmt.precision)
     b = np.broadcast_to(v.b, value.shape)
     e = np.broadcast_to(v.e, value.shape)
     a = np.abs(value)
-    # zero or tiny values and bounds: there the subnormal floors of the bound dominate σ, and the
-    # interval reference's magnitudes (upper ends of intervals) are what count: mpmath decides
-    # a zero value is decided like any other (x certainly rounds to it); tiny nonzero ones are not
-    # [x - b, x + b] strictly between the midpoints to value's two neighbours: x's distances to
-    # them from the double-double residual (exact differences where they are small; relative
-    # error 2^-52 at most elsewhere), against b with a margin
-    to_up = (up / 2 - res.hi) - res.lo
-    to_down = (down / 2 + res.hi) + res.lo
+    sigma = e / math.ldexp(1.0, -fmt.precision)
+    # x's distances to the two midpoints from the double-double residual (exact differences where
+    # they are small; relative error 2^-52 at most elsewhere), against b with a margin
     grow = 1 + 2.0**-40
-    inside = (to_up > b * grow) & (to_down > b * grow)
-    decided = ok & inside & ((a >= D.SAFE_MIN) | (a == 0)) & (e > 2.0**-900)
-    sigma = e / u
-    # σ so close to a power of two that ulp(σ) could differ from the reference's: mpmath decides
-    frac = np.frexp(sigma)[0]
-    sigma_ok = (np.abs(frac - 0.5) > 1e-12) & (sigma > 0)
-    if sigma_above is not None:  # σ at or just above a power of two in both evaluations
-        sigma_ok |= sigma_above & (sigma > 0)
-    decided &= sigma_ok
-    # the reference's _admissible: a bound as large as the value means "any"
-    close = np.abs(e - a) <= 1e-9 * a
-    decided &= ~close & ~((e >= a) & (e > math.ldexp(1.0, fmt.emin)))
+    inside = ((up / 2 - res.hi) - res.lo > b * grow) & ((down / 2 + res.hi) + res.lo > b * grow)
     # an exact value (no error at all) halfway between two values of fmt: a tie, rounded to even
     # by _round_dd; the residual is exact there (x - value is a sum of two nearby doubles)
-    tie = ok & (b == 0) & (res.lo == 0) & (np.abs(res.hi) == gap / 2)
-    decided |= tie & ~close & ~((e >= a) & (e > math.ldexp(1.0, fmt.emin))) & sigma_ok & (
-        a >= D.SAFE_MIN) & (e > 2.0**-900)
+    tie = (b == 0) & (res.lo == 0) & (np.abs(res.hi) == np.where(residual > 0, up, down) / 2)
+    # tiny values and bounds: there the subnormal floors of the bound dominate σ, and the interval
+    # reference's magnitudes (upper ends of intervals) are what count: mpmath decides; a zero value
+    # is decided like any other (x certainly rounds to it)
+    floors_ok = e > 2.0**-900
+    in_range = (a >= D.SAFE_MIN) & floors_ok
+    # σ so close to a power of two that ulp(σ) could differ from the reference's: mpmath decides
+    sigma_ok = (np.abs(np.frexp(sigma)[0] - 0.5) > 1e-12) & (sigma > 0)
+    if sigma_above is not None:  # σ at or just above a power of two in both evaluations
+        sigma_ok |= sigma_above & (sigma > 0)
+    # near the reference's _admissible boundary (a bound as large as the value means "any")
+    least_normal = math.ldexp(1.0, fmt.emin)
+    admissible_clear = ~(np.abs(e - a) <= 1e-9 * a) & ~((e >= a) & (e > least_normal))
+    decided = ok & sigma_ok & admissible_clear & (
+        (inside & (in_range | ((a == 0) & floors_ok))) | (tie & in_range))
     # a value carried unchanged by a skipped step: exact, σ 0; mpmath has no -0
     exact = ok & carried & (b == 0) & (e == 0) & (v.x.lo == 0) & (value == v.x.hi) & np.isfinite(value)
     # the bound certainly as large as the value, and above the format's least normal: "any"
-    anything = ok & np.isfinite(value) & (e > a * (1 + 1e-9)) & (e > math.ldexp(1.0, fmt.emin) * (1 + 1e-9))
+    anything = ok & np.isfinite(value) & (e > a * (1 + 1e-9)) & (e > least_normal * (1 + 1e-9))
     if forced is not None:  # implementation-defined elements (_Graph.check_divisor), in range
         anything |= forced & ok
     return FastOutput(value + 0.0, np.where(exact, 0.0, residual), np.where(exact, 0.0, sigma),
@@ -741,7 +738,7 @@ def fast_expected(case: CaseInputs, fallback: bool = True) -> FastExpected | Non
     calling mpmath."""
     if implementation_defined(case):
         return _anything(case)
-    return _expected(case, fast_case(case, _checked=True), fallback)
+    return _expected(case, _evaluate(case), fallback)
 
 
 def _expected(case: CaseInputs, out: list[list[dict[str, FastOutput]]] | None, fallback: bool) -> FastExpected | None:
@@ -844,7 +841,7 @@ def fast_golden(case: CaseInputs, fallback: bool = True) -> Any:
     if implementation_defined(case):
         fx: FastExpected | None = _anything(case)
     else:
-        out = fast_case(case, _checked=True)
+        out = _evaluate(case)
         fx = None if out is None else _expected(case, out, fallback)
     if fx is None:
         return None
